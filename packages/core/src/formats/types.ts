@@ -1,0 +1,63 @@
+/** The export formats the library knows. */
+export type FormatName = 'csv' | 'json' | 'ndjson';
+
+/** Every known format, in the order they are advertised. */
+export const FORMAT_NAMES: readonly FormatName[] = ['csv', 'json', 'ndjson'];
+
+/** How a column's values are meant to be read; informs docs and CSV casting. */
+export type ColumnType = 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'json';
+
+export interface ColumnSpec {
+  /** The key of the field in each row. */
+  name: string;
+  /** The CSV header text. @default name */
+  label?: string;
+  type?: ColumnType;
+  description?: string;
+}
+
+export interface CsvOptions {
+  /** @default ',' */
+  delimiter?: string;
+  /** Prefix the file with a UTF-8 byte order mark (for Excel). @default false */
+  bom?: boolean;
+  /** Line ending. @default 'lf' */
+  eol?: 'lf' | 'crlf';
+  /** Write a header row. @default true */
+  header?: boolean;
+  /**
+   * Prefix cells that start with `=`, `+`, `-`, `@`, tab or CR with `'` so that spreadsheet
+   * programs do not run them as formulas (CSV injection). Only turn off for trusted data.
+   * @default true
+   */
+  escapeFormulas?: boolean;
+}
+
+export interface EncoderOptions {
+  /**
+   * The columns to write, in order. `undefined` means: every key of the first row, in its order.
+   * JSON and NDJSON project each row onto these columns too.
+   */
+  columns?: readonly ColumnSpec[];
+  csv?: CsvOptions;
+}
+
+/**
+ * A pure, stateful encoder: rows in, text out. It knows nothing of streams, so it can be
+ * unit-tested and reused (the stream plumbing lives in `export-stream.ts`).
+ */
+export interface RowEncoder {
+  /** Encodes one batch of rows. The first call also carries any preamble (BOM, header, `[`). */
+  encode(rows: readonly Record<string, unknown>[]): string;
+  /** The closing text (e.g. `]`, or the header alone for an empty CSV). Call exactly once. */
+  finish(): string;
+}
+
+export interface Format {
+  readonly name: FormatName;
+  /** Full media type including charset, e.g. `text/csv; charset=utf-8`. */
+  readonly contentType: string;
+  /** File extension without the dot. */
+  readonly extension: string;
+  createEncoder(options?: EncoderOptions): RowEncoder;
+}
