@@ -1,0 +1,290 @@
+import type { Readable } from 'node:stream';
+import { describeValue, NotFoundError, ValidationError } from './errors.js';
+import { type ColumnSpec, FORMAT_NAMES, type FormatName } from './formats/types.js';
+
+/** A row of an export: a plain object. */
+export type Row = Record<string, unknown>;
+
+/**
+ * What a dataset's `source` may return: an async iterable (async generator, DB cursor), a sync
+ * iterable (array, generator) or an object-mode `Readable`. Sources are pulled lazily, as
+ * fast as the destination drains; nothing is buffered whole.
+ */
+export type RowSource = AsyncIterable<Row> | Iterable<Row> | Readable;
+
+export interface SourceContext {
+  /** Aborted when the export is cancelled, the client goes away or the manager shuts down. */
+  signal: AbortSignal;
+  /** The columns the export will write, when known. A source may select only these. */
+  columns: readonly string[] | undefined;
+}
+
+/** The declared type of a dataset parameter; request values are coerced to it. */
+export type ParamType = 'string' | 'integer' | 'number' | 'boolean' | 'date' | 'enum';
+
+export interface ParamSpec {
+  type: ParamType;
+  /** @default false */
+  required?: boolean;
+  /** Used when the parameter is absent. */
+  default?: string | number | boolean;
+  /** Allowed values, for `type: 'enum'`. */
+  values?: readonly string[];
+  /** Inclusive bounds for `integer` and `number`. */
+  min?: number;
+  max?: number;
+  /** Longest accepted string, for `string`. @default 1000 */
+  maxLength?: number;
+  description?: string;
+}
+
+/** Validated, typed parameter values: dates are normalised ISO 8601 strings. */
+export type Params = Record<string, string | number | boolean>;
+
+export interface DatasetDefinition {
+  description?: string;
+  /** Columns in output order. Without them, CSV takes its columns from the first row. */
+  columns?: readonly ColumnSpec[];
+  /** Declared parameters; requests with unknown or invalid params are rejected (422). */
+  params?: Readonly<Record<string, ParamSpec>>;
+  /** Formats this dataset may be exported as. @default every format */
+  formats?: readonly FormatName[];
+  /** Produces the rows. Called once per export with validated params. */
+  source(params: Params, context: SourceContext): RowSource | Promise<RowSource>;
+  /** Optional cheap row count, shown as `progress.totalRows` of jobs. */
+  count?(params: Params, context: { signal: AbortSignal }): number | undefined | Promise<number | undefined>;
+}
+
+export interface Dataset extends DatasetDefinition {
+  readonly name: string;
+  readonly formats: readonly FormatName[];
+}
+
+const DATASET_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/;
+
+/**
+ * Checks a dataset definition and returns it with its name. Throws `TypeError` naming the
+ * bad field (a programming error, not a client error).
+ *
+ * @example
+ * ```ts
+ * const orders = defineDataset('orders', {
+ *   columns: [{ name: 'id' }, { name: 'total', label: 'Total (EUR)' }],
+ *   params: { from: { type: 'date', required: true } },
+ *   source: (params, { signal }) => db.cursor('select id, total from orders where day >= $1', [params.from], signal),
+ * });
+ * ```
+ */
+export function defineDataset(name: string, definition: DatasetDefinition): Dataset {
+  if (typeof name !== 'string' || !DATASET_NAME.test(name)) {
+    throw new TypeError(
+      `Expected dataset name to be 1-64 letters, digits, "_", "-" or ".", got ${describeValue(name)}`,
+    );
+  }
+  if (typeof definition?.source !== 'function') {
+    throw new TypeError(
+      `Expected dataset "${name}" source to be a function, got ${describeValue(definition?.source)}`,
+    );
+  }
+  const columns = definition.columns;
+  if (columns !== undefined) {
+    if (!Array.isArray(columns)) {
+      throw new TypeError(`Expected dataset "${name}" columns to be an array, got ${describeValue(columns)}`);
+    }
+    const seen = new Set<string>();
+    for (const [index, column] of columns.entries()) {
+      if (typeof column?.name !== 'string' || column.name === '') {
+        throw new TypeError(
+          `Expected dataset "${name}" columns[${index}].name to be a non-empty string, got ${describeValue(column?.name)}`,
+        );
+      }
+      if (seen.has(column.name))
+        throw new TypeError(`Dataset "${name}" declares column "${column.name}" twice`);
+      seen.add(column.name);
+    }
+  }
+  for (const [param, spec] of Object.entries(definition.params ?? {})) {
+    if (!PARAM_NAME.test(param)) {
+      throw new TypeError(
+        `Expected dataset "${name}" param name to match ${PARAM_NAME}, got ${JSON.stringify(param)}`,
+      );
+    }
+    const types: readonly ParamType[] = ['string', 'integer', 'number', 'boolean', 'date', 'enum'];
+    if (!types.includes(spec?.type)) {
+      throw new TypeError(
+        `Expected dataset "${name}" params.${param}.type to be one of ${types.join(', ')}, got ${describeValue(spec?.type)}`,
+      );
+    }
+    if (spec.type === 'enum' && (!Array.isArray(spec.values) || spec.values.length === 0)) {
+      throw new TypeError(
+        `Expected dataset "${name}" params.${param}.values to be a non-empty array of strings`,
+      );
+    }
+  }
+  const formats = definition.formats ?? FORMAT_NAMES;
+  for (const format of formats) {
+    if (!FORMAT_NAMES.includes(format)) {
+      throw new TypeError(
+        `Expected dataset "${name}" formats to contain only ${FORMAT_NAMES.join(', ')}, got ${describeValue(format)}`,
+      );
+    }
+  }
+  return { ...definition, name, formats };
+}
+
+/**
+ * Validates and coerces request params against a dataset's declared params. Values may come
+ * as strings (a query string) or typed (a JSON body). Datasets that declare no params accept
+ * none.
+ *
+ * @throws {ValidationError} 422 `INVALID_PARAMS`, naming the param
+ */
+export function validateParams(dataset: Dataset, raw: unknown): Params {
+  if (raw === undefined || raw === null) raw = {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    throw invalid('params', `Expected params to be an object, got ${describeValue(raw)}`);
+  }
+  const specs = dataset.params ?? {};
+  const input = raw as Record<string, unknown>;
+  const params: Params = {};
+  for (const key of Object.keys(input)) {
+    if (!Object.hasOwn(specs, key)) {
+      const known = Object.keys(specs);
+      throw invalid(
+        `params.${key}`,
+        `Unknown param "${key}" for dataset "${dataset.name}"; expected ${known.length ? `one of ${known.join(', ')}` : 'no params'}`,
+      );
+    }
+  }
+  for (const [key, spec] of Object.entries(specs)) {
+    const value = input[key];
+    if (value === undefined || value === '') {
+      if (spec.default !== undefined) params[key] = spec.default;
+      else if (spec.required)
+        throw invalid(`params.${key}`, `Missing required param "${key}" (${spec.type})`);
+      continue;
+    }
+    params[key] = coerceParam(key, spec, value);
+  }
+  return params;
+}
+
+function coerceParam(key: string, spec: ParamSpec, value: unknown): string | number | boolean {
+  const field = `params.${key}`;
+  const fail = (expected: string) =>
+    invalid(field, `Expected param "${key}" to be ${expected}, got ${describeValue(value)}`);
+  switch (spec.type) {
+    case 'string': {
+      if (typeof value !== 'string') throw fail('a string');
+      const maxLength = spec.maxLength ?? 1000;
+      if (value.length > maxLength) throw fail(`a string of at most ${maxLength} characters`);
+      return value;
+    }
+    case 'integer':
+    case 'number': {
+      const number =
+        typeof value === 'number' ? value : typeof value === 'string' ? Number(value.trim()) : Number.NaN;
+      const integer = spec.type === 'integer';
+      if (
+        (typeof value === 'string' && value.trim() === '') ||
+        !Number.isFinite(number) ||
+        (integer && !Number.isSafeInteger(number))
+      ) {
+        throw fail(integer ? 'an integer' : 'a number');
+      }
+      if (spec.min !== undefined && number < spec.min) throw fail(`>= ${spec.min}`);
+      if (spec.max !== undefined && number > spec.max) throw fail(`<= ${spec.max}`);
+      return number;
+    }
+    case 'boolean': {
+      if (typeof value === 'boolean') return value;
+      if (value === 'true' || value === '1') return true;
+      if (value === 'false' || value === '0') return false;
+      throw fail('a boolean (true, false, 1 or 0)');
+    }
+    case 'date': {
+      if (
+        typeof value !== 'string' ||
+        !ISO_DATE.test(value) ||
+        Number.isNaN(Date.parse(value)) ||
+        !isCalendarDay(value)
+      ) {
+        throw fail('an ISO 8601 date such as 2025-01-31 or 2025-01-31T12:00:00Z');
+      }
+      return value;
+    }
+    case 'enum': {
+      const values = spec.values ?? [];
+      if (typeof value !== 'string' || !values.includes(value)) throw fail(`one of ${values.join(', ')}`);
+      return value;
+    }
+  }
+}
+
+/**
+ * Checks requested columns against the dataset's declared columns and returns the column
+ * specs to write. Without a request, every declared column; without declared columns, the
+ * requested names as they are (or `undefined`: the first row decides).
+ *
+ * @throws {ValidationError} 422 `UNKNOWN_COLUMN`
+ */
+export function resolveColumns(dataset: Dataset, requested: unknown): readonly ColumnSpec[] | undefined {
+  if (requested === undefined || requested === null || requested === '') return dataset.columns;
+  const names = typeof requested === 'string' ? requested.split(',').map((name) => name.trim()) : requested;
+  if (
+    !Array.isArray(names) ||
+    names.length === 0 ||
+    names.some((name) => typeof name !== 'string' || name === '')
+  ) {
+    throw new ValidationError(
+      `Expected columns to be a non-empty list of column names, got ${describeValue(requested)}`,
+      { field: 'columns', code: 'UNKNOWN_COLUMN' },
+    );
+  }
+  if (new Set(names).size !== names.length) {
+    throw new ValidationError('Expected columns to name each column at most once', {
+      field: 'columns',
+      code: 'UNKNOWN_COLUMN',
+    });
+  }
+  if (!dataset.columns) return (names as string[]).map((name) => ({ name }));
+  const byName = new Map(dataset.columns.map((column) => [column.name, column]));
+  return (names as string[]).map((name) => {
+    const column = byName.get(name);
+    if (!column) {
+      throw new ValidationError(
+        `Unknown column "${name}" for dataset "${dataset.name}"; expected some of ${[...byName.keys()].join(', ')}`,
+        { field: 'columns', code: 'UNKNOWN_COLUMN' },
+      );
+    }
+    return column;
+  });
+}
+
+/** Looks a dataset up by name. @throws {NotFoundError} 404 `UNKNOWN_DATASET` */
+export function findDataset(datasets: ReadonlyMap<string, Dataset>, name: unknown): Dataset {
+  const dataset = typeof name === 'string' ? datasets.get(name) : undefined;
+  if (!dataset) {
+    throw new NotFoundError(
+      typeof name === 'string'
+        ? `Unknown dataset "${name.slice(0, 64)}"`
+        : `Expected dataset to be a string, got ${describeValue(name)}`,
+      { code: 'UNKNOWN_DATASET' },
+    );
+  }
+  return dataset;
+}
+
+/** `Date.parse` rolls 2025-02-30 over to March 2; a day that is not in the calendar is an error. */
+function isCalendarDay(value: string): boolean {
+  const [year, month, day] = value.slice(0, 10).split('-').map(Number) as [number, number, number];
+  const date = new Date(0);
+  date.setUTCFullYear(year, month - 1, day);
+  return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
+}
+
+function invalid(field: string, message: string): ValidationError {
+  return new ValidationError(message, { field, code: 'INVALID_PARAMS' });
+}

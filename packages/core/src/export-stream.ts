@@ -1,0 +1,160 @@
+import { createHash, type Hash } from 'node:crypto';
+import { Transform, type TransformCallback, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { setImmediate as nextMacrotask } from 'node:timers/promises';
+import { createGzip } from 'node:zlib';
+import type { RowSource } from './dataset.js';
+import { CancelledError, isExportError, SourceError, WriteError } from './errors.js';
+import type { RowEncoder } from './formats/types.js';
+import { readBatches } from './sources.js';
+
+/** Encoded text is handed to the destination in chunks of about this many characters. */
+const CHUNK_CHARS = 64 * 1024;
+
+export interface WriteExportOptions {
+  dataset: string;
+  source: RowSource;
+  encoder: RowEncoder;
+  destination: Writable;
+  signal: AbortSignal;
+  gzip: boolean;
+  /** Rows pulled from the source at a time. */
+  batchSize: number;
+  /** End the destination when the export ends. `false` for stdout or a shared stream. */
+  end: boolean;
+  /** Compute the sha256 of the bytes written. */
+  hash: boolean;
+  /** Called after each chunk reaches the pipeline, with the rows and bytes it added. */
+  onProgress?: (rows: number, bytes: number) => void;
+}
+
+export interface WriteExportResult {
+  rows: number;
+  bytes: number;
+  sha256: string | undefined;
+}
+
+/**
+ * The stream plumbing shared by every format: pulls batches from the source, encodes them,
+ * gathers ~64 KiB chunks, optionally gzips, counts (and hashes) the bytes, and writes them to
+ * the destination through `pipeline`, which waits for `drain` and tears everything down on
+ * error or abort. Rows in memory stay bounded by `batchSize` plus one chunk, however big the
+ * export.
+ *
+ * Errors come out as library errors: the source's as `SourceError` (cause kept), a bad row as
+ * `ValidationError`, the destination's as `WriteError`, an abort as the signal's reason when
+ * it is an `ExportError`, else `CancelledError`.
+ *
+ * @internal
+ */
+export async function writeExport(options: WriteExportOptions): Promise<WriteExportResult> {
+  const { encoder, signal } = options;
+  let rows = 0;
+  let pendingRows = 0;
+  let sourceError: unknown;
+  /** Set once the pipeline failed: no more rows are pulled. */
+  let stopped = false;
+  /** True while a batch is being pulled from the source. */
+  let pulling = false;
+
+  async function* encode(): AsyncGenerator<string, void, undefined> {
+    let text = '';
+    const batches = readBatches(options.source, options.batchSize);
+    try {
+      for (;;) {
+        if (stopped || signal.aborted) return;
+        let next: IteratorResult<Record<string, unknown>[]>;
+        pulling = true;
+        try {
+          next = await batches.next();
+        } catch (error) {
+          sourceError = error;
+          throw error;
+        } finally {
+          pulling = false;
+        }
+        if (stopped || signal.aborted) return;
+        if (next.done) break;
+        const batch = next.value;
+        text += encoder.encode(batch);
+        pendingRows += batch.length;
+        if (text.length >= CHUNK_CHARS) {
+          yield text;
+          text = '';
+          // Sync sources never wait on I/O by themselves; give timers and sockets a turn.
+          await nextMacrotask();
+        }
+      }
+    } finally {
+      // Closing `batches` closes the source (`return()` / `destroy()`), also when the pipeline
+      // stopped early (abort, destination error).
+      await batches.return(undefined);
+    }
+    text += encoder.finish();
+    if (text.length > 0) yield text;
+  }
+
+  const meter = new ByteMeter(options.hash ? createHash('sha256') : undefined, (bytes) => {
+    rows += pendingRows;
+    const added = pendingRows;
+    pendingRows = 0;
+    options.onProgress?.(added, bytes);
+  });
+
+  const stages: NodeJS.ReadWriteStream[] = options.gzip ? [createGzip(), meter] : [meter];
+  const chunks = encode();
+  try {
+    await pipeline(chunks, ...(stages as [Transform]), options.destination, {
+      signal,
+      end: options.end,
+    });
+  } catch (error) {
+    // `pipeline` may settle before it closed the chunk generator, so close it here: the source
+    // is closed before the export reports its end. A source stuck in a pull that ignores the
+    // signal is not waited for; it is closed as soon as that pull returns.
+    stopped = true;
+    const closing = chunks.return(undefined).catch(() => {});
+    if (!pulling) await closing;
+    throw classify(error, sourceError, signal, options.dataset);
+  }
+  rows += pendingRows;
+  return { rows, bytes: meter.bytes, sha256: meter.digest() };
+}
+
+function classify(error: unknown, sourceError: unknown, signal: AbortSignal, dataset: string): unknown {
+  if (signal.aborted) {
+    return isExportError(signal.reason)
+      ? signal.reason
+      : new CancelledError(undefined, { cause: signal.reason });
+  }
+  if (sourceError !== undefined && error === sourceError) {
+    // A bad row is the dataset author's bug, but its message is ours and safe to show.
+    return isExportError(error) ? error : new SourceError(dataset, { cause: error });
+  }
+  if (isExportError(error)) return error;
+  return new WriteError('Writing the export failed', { cause: error });
+}
+
+/** Counts (and optionally hashes) the bytes passing through, after compression. */
+class ByteMeter extends Transform {
+  bytes = 0;
+  readonly #hash: Hash | undefined;
+  readonly #onChunk: (bytes: number) => void;
+
+  constructor(hash: Hash | undefined, onChunk: (bytes: number) => void) {
+    super();
+    this.#hash = hash;
+    this.#onChunk = onChunk;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    this.#hash?.update(chunk);
+    this.#onChunk(chunk.length);
+    callback(null, chunk);
+  }
+
+  digest(): string | undefined {
+    return this.#hash?.digest('hex');
+  }
+}

@@ -1,0 +1,139 @@
+import { open } from 'node:fs/promises';
+import { basename } from 'node:path';
+import contentDispositionModule from 'content-disposition';
+import rangeParser from 'range-parser';
+import { JobStateError } from '../errors.js';
+import type { JobFileInfo } from '../export-manager.js';
+import { problemResponse } from './problem.js';
+import type { ExportHttpRequest, ExportHttpResponse } from './types.js';
+
+type CreateContentDisposition = (
+  filename?: string,
+  options?: { type?: string; fallback?: string | boolean },
+) => string;
+// The declared dependency (content-disposition 1.x) exports this function itself and ships no
+// types; in this monorepo TypeScript may find a hoisted 2.x (which exports `{ create }`) first.
+const contentDisposition = contentDispositionModule as unknown as CreateContentDisposition;
+
+/**
+ * Removes what must never reach a saved file name or a header: control characters (CR/LF
+ * included), quotes, slashes and backslashes, and leading dots. Falls back to `download`.
+ */
+export function sanitizeFilename(name: string): string {
+  let kept = '';
+  for (const char of name) {
+    const code = char.codePointAt(0) ?? 0;
+    if (code < 0x20 || (code >= 0x7f && code <= 0x9f) || char === '"' || char === '/' || char === '\\')
+      continue;
+    kept += char;
+  }
+  const cleaned = kept.trim().replace(/^\.+/, '');
+  return cleaned === '' ? 'download' : cleaned;
+}
+
+/**
+ * A `Content-Disposition: attachment` value with a plain ASCII `filename` (accents dropped,
+ * other non-ASCII characters as `_`) and, when that differs, the exact UTF-8 name as `filename*`.
+ *
+ * @example
+ * ```ts
+ * attachmentDisposition('a"b\r\n/c\\d ü.csv'); // attachment; filename="abcd u.csv"; filename*=UTF-8''abcd%20%C3%BC.csv
+ * ```
+ */
+export function attachmentDisposition(filename: string): string {
+  const name = sanitizeFilename(filename);
+  const ascii = name
+    .normalize('NFKD')
+    .replace(/[\u0300-\u036f]/g, '')
+    .replace(/[^\x20-\x7e]/g, '_')
+    .replace(/%/g, '_');
+  return contentDisposition(name, { type: 'attachment', fallback: ascii });
+}
+
+/** True when an `If-None-Match` value matches the ETag (weak comparison, `*` included). */
+export function etagMatches(ifNoneMatch: string | undefined, etag: string): boolean {
+  if (!ifNoneMatch) return false;
+  const strip = (tag: string) => tag.trim().replace(/^W\//, '');
+  return ifNoneMatch.split(',').some((tag) => tag.trim() === '*' || strip(tag) === strip(etag));
+}
+
+export interface DownloadResponseOptions {
+  /** Answer with `X-Accel-Redirect: <prefix><file name>` and no body, for nginx `internal` locations. */
+  accelRedirect?: { prefix: string } | undefined;
+}
+
+/**
+ * The response for a finished job's file: full (200), one range (206), unsatisfiable (416)
+ * or not modified (304). A `Range` with several ranges is answered with the whole file
+ * (200), as RFC 9110 allows; an invalid `Range`, or an `If-Range` that does not match the
+ * ETag, is ignored likewise.
+ */
+export async function downloadResponse(
+  request: ExportHttpRequest,
+  info: JobFileInfo,
+  options: DownloadResponseOptions = {},
+): Promise<ExportHttpResponse> {
+  const etag = `"${info.sha256}"`;
+  const common: Record<string, string> = {
+    etag,
+    'cache-control': 'private',
+    'accept-ranges': 'bytes',
+    'x-content-type-options': 'nosniff',
+  };
+  if (etagMatches(header(request, 'if-none-match'), etag)) return { status: 304, headers: common };
+
+  const headers: Record<string, string> = {
+    ...common,
+    'content-type': info.contentType,
+    'content-disposition': attachmentDisposition(info.filename),
+  };
+  if (options.accelRedirect) {
+    // nginx serves the bytes (ranges included) from its internal location.
+    return {
+      status: 200,
+      headers: { ...headers, 'x-accel-redirect': `${options.accelRedirect.prefix}${basename(info.path)}` },
+    };
+  }
+
+  const size = info.size;
+  let start = 0;
+  let end = size - 1;
+  let status = 200;
+  const range = header(request, 'range');
+  const ifRange = header(request, 'if-range');
+  if (range !== undefined && (ifRange === undefined || ifRange.trim() === etag)) {
+    const ranges = rangeParser(size, range, { combine: true });
+    if (ranges === -1) {
+      return problemResponse(
+        416,
+        'RANGE_NOT_SATISFIABLE',
+        `The range ${range.slice(0, 100)} is outside the file of ${size} bytes`,
+        {},
+        {
+          ...common,
+          'content-range': `bytes */${size}`,
+        },
+      );
+    }
+    if (ranges !== -2 && ranges.type === 'bytes' && ranges.length === 1 && ranges[0]) {
+      status = 206;
+      start = ranges[0].start;
+      end = ranges[0].end;
+      headers['content-range'] = `bytes ${start}-${end}/${size}`;
+    }
+  }
+  headers['content-length'] = String(size === 0 ? 0 : end - start + 1);
+  if (request.method === 'HEAD') return { status, headers };
+
+  // Opening before answering turns a file removed in the meantime into a 410, not a cut response.
+  const handle = await open(info.path, 'r').catch((error: unknown) => {
+    throw new JobStateError('JOB_EXPIRED', 'The export file is gone', { cause: error });
+  });
+  const body = size === 0 ? handle.createReadStream({ start: 0 }) : handle.createReadStream({ start, end });
+  return { status, headers, body };
+}
+
+function header(request: ExportHttpRequest, name: string): string | undefined {
+  const value = request.headers[name];
+  return Array.isArray(value) ? value.join(', ') : value;
+}

@@ -1,0 +1,517 @@
+import type { Dataset, ParamSpec } from '../dataset.js';
+import { describeValue, ExportError, NotFoundError, ValidationError } from '../errors.js';
+import type { ExportManager, ExportRequest } from '../export-manager.js';
+import { isJobId, type Job } from '../jobs/job.js';
+import { VERSION } from '../version.js';
+import { readJsonBody } from './body.js';
+import { attachmentDisposition, downloadResponse } from './download.js';
+import { errorToProblem, problemResponse } from './problem.js';
+import { createDownloadSigner, type DownloadSigner, normalizePrefix } from './signing.js';
+import type { ExportHttpHandler, ExportHttpRequest, ExportHttpResponse } from './types.js';
+
+/** Options of {@link createExportHandler}; every adapter takes the same. */
+export interface ExportRoutesOptions {
+  /**
+   * Where the API is mounted. Requests whose path is not under it are left to the host.
+   * @default '/export'
+   */
+  prefix?: string;
+  /**
+   * Who is asking: the owner of the jobs the request may see, derived from the host's own
+   * auth (a session, a verified token). Throw an `ExportError` with status 401 or 403 (codes
+   * `UNAUTHORIZED`, `FORBIDDEN`) to turn the request away; it is answered as such. Called for
+   * every route but `/status` and signed download links.
+   * @default every request is anonymous (owner `undefined`): all callers share the jobs
+   * @example
+   * ```ts
+   * identify: (request) => {
+   *   const user = sessions.get(request.headers.cookie);
+   *   if (!user) throw new ExportError('UNAUTHORIZED', 401, 'Log in first');
+   *   return user.id;
+   * }
+   * ```
+   */
+  identify?(request: ExportHttpRequest): string | undefined | Promise<string | undefined>;
+  /**
+   * Serve the manager's Prometheus registry at `<prefix>/metrics`. Turn off to serve it
+   * elsewhere (e.g. with the host's other metrics on an internal port).
+   * @default true
+   */
+  metrics?: boolean;
+  /**
+   * Largest accepted request body (`POST /jobs`), in bytes; larger bodies get 413.
+   * @default 65536
+   */
+  maxBodyBytes?: number;
+  /**
+   * Enables signed download links (`handler.signDownloadUrl`): whoever holds one may download
+   * that job's file until it expires, without `identify`.
+   * @default undefined (signed links are refused with 403)
+   */
+  signing?: {
+    /** HMAC-SHA256 key, at least 16 bytes; the same on every replica. */
+    secret: string | Buffer;
+    /** Lifetime of links signed without `expiresInSeconds`. @default 3600 */
+    ttlSeconds?: number;
+  };
+  /**
+   * Answer downloads with `X-Accel-Redirect: <prefix><file name>` and no body, so that nginx
+   * sends the file (with ranges) from an `internal` location over the exports directory.
+   * @default undefined (the handler streams files itself)
+   * @example
+   * ```ts
+   * accelRedirect: { prefix: '/_export_files/' } // nginx: location /_export_files/ { internal; alias /data/exports/; }
+   * ```
+   */
+  accelRedirect?: { prefix: string };
+  /**
+   * Told about every error answered with a 5xx: errors that are not the library's (answered
+   * with a generic 500) and the library's own server-side failures. Log them here.
+   * @default undefined (errors are not reported)
+   */
+  onError?(error: unknown, request: ExportHttpRequest): void;
+  /**
+   * Clock in epoch milliseconds (uptime, signed-link expiry); injectable for tests.
+   * @default Date.now
+   */
+  now?: () => number;
+}
+
+/** A job as the HTTP API shows it. */
+export interface JobResource extends Job {
+  links: {
+    self: string;
+    /** The download path once the job succeeded, else `null`. */
+    download: string | null;
+  };
+}
+
+/** The handler of {@link createExportHandler}: an {@link ExportHttpHandler} that can also sign links. */
+export interface ExportRoutesHandler extends ExportHttpHandler {
+  /** The normalised mount prefix, e.g. `/export`. */
+  readonly prefix: string;
+  /**
+   * The path and query of a signed download link (prepend your origin). Needs `signing`.
+   * @throws {TypeError} when the handler was created without `signing`
+   */
+  signDownloadUrl(jobId: string, options?: { owner?: string | undefined; expiresInSeconds?: number }): string;
+}
+
+type RouteName = 'status' | 'metrics' | 'datasets' | 'jobs' | 'job' | 'download' | 'stream';
+
+interface Route {
+  name: RouteName;
+  /** A job id (checked) or a dataset name (decoded). */
+  param?: string;
+}
+
+const ALLOWED: Record<RouteName, readonly string[]> = {
+  status: ['GET', 'HEAD'],
+  metrics: ['GET'],
+  datasets: ['GET'],
+  jobs: ['GET', 'POST'],
+  job: ['GET', 'DELETE'],
+  download: ['GET', 'HEAD'],
+  stream: ['GET'],
+};
+
+const JOB_REQUEST_FIELDS = ['dataset', 'format', 'params', 'columns', 'filename', 'compression'] as const;
+const LIST_QUERY_KEYS = new Set(['status', 'limit', 'cursor']);
+const STREAM_QUERY_KEYS = new Set(['format', 'columns', 'filename', 'compression']);
+
+/**
+ * The framework-neutral HTTP API of an {@link ExportManager}: routing, validation, error
+ * mapping (RFC 9457 problems), downloads with ranges and ETags, streamed exports. Adapters
+ * translate their framework's request and response to and from its shapes.
+ *
+ * @example
+ * ```ts
+ * const handler = createExportHandler(manager, { identify: (request) => userIdOf(request) });
+ * http.createServer(toNodeHandler(handler)).listen(4001);
+ * ```
+ */
+export function createExportHandler(
+  manager: ExportManager,
+  options: ExportRoutesOptions = {},
+): ExportRoutesHandler {
+  const prefix = normalizePrefix(options.prefix ?? '/export');
+  const now = options.now ?? Date.now;
+  const maxBodyBytes = options.maxBodyBytes ?? 64 * 1024;
+  if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes < 1) {
+    throw new TypeError(`Expected maxBodyBytes to be an integer >= 1, got ${describeValue(maxBodyBytes)}`);
+  }
+  if (options.accelRedirect && typeof options.accelRedirect.prefix !== 'string') {
+    throw new TypeError(
+      `Expected accelRedirect.prefix to be a string, got ${describeValue(options.accelRedirect.prefix)}`,
+    );
+  }
+  const signer: DownloadSigner | undefined = options.signing
+    ? createDownloadSigner({
+        secret: options.signing.secret,
+        prefix,
+        now,
+        ...(options.signing.ttlSeconds === undefined ? {} : { ttlSeconds: options.signing.ttlSeconds }),
+      })
+    : undefined;
+  const serveMetrics = options.metrics ?? true;
+  const startedAt = now();
+
+  const jobPath = (id: string) => `${prefix}/jobs/${id}`;
+  const resource = (job: Job): JobResource => ({
+    ...job,
+    links: {
+      self: jobPath(job.id),
+      download: job.status === 'succeeded' ? `${jobPath(job.id)}/download` : null,
+    },
+  });
+  const identify = async (request: ExportHttpRequest): Promise<{ owner?: string }> => {
+    const owner = await options.identify?.(request);
+    if (owner !== undefined && typeof owner !== 'string') {
+      throw new TypeError(`Expected identify() to return a string or undefined, got ${describeValue(owner)}`);
+    }
+    return owner === undefined ? {} : { owner };
+  };
+
+  async function dispatch(route: Route, request: ExportHttpRequest): Promise<ExportHttpResponse> {
+    const head = request.method === 'HEAD';
+    switch (route.name) {
+      case 'status': {
+        const closing = manager.closing;
+        const response = json(closing ? 503 : 200, {
+          status: closing ? 'draining' : 'ok',
+          version: VERSION,
+          inFlight: manager.inFlight,
+          queued: manager.queued,
+          limit: manager.limit,
+          uptimeSeconds: Math.max(0, Math.floor((now() - startedAt) / 1000)),
+        });
+        return head ? { ...response, body: undefined } : response;
+      }
+      case 'metrics': {
+        await identify(request);
+        const registry = manager.metrics?.registry;
+        if (!registry) throw new NotFoundError('Metrics are not enabled');
+        const text = await registry.metrics();
+        return {
+          status: 200,
+          headers: {
+            'content-type': registry.contentType,
+            'content-length': String(Buffer.byteLength(text)),
+            'cache-control': 'no-store',
+          },
+          body: text,
+        };
+      }
+      case 'datasets': {
+        await identify(request);
+        return json(200, { datasets: manager.datasets.map(describeDataset) });
+      }
+      case 'jobs': {
+        const caller = await identify(request);
+        if (request.method === 'POST') return createJob(request, caller);
+        return json(200, await listJobs(request.query, caller));
+      }
+      case 'job': {
+        const caller = await identify(request);
+        const id = route.param!;
+        if (request.method === 'DELETE') {
+          await manager.delete(id, caller);
+          return { status: 204, headers: { 'cache-control': 'no-store' } };
+        }
+        return json(200, resource(await manager.get(id, caller)));
+      }
+      case 'download': {
+        const id = route.param!;
+        const caller = isSigned(request.query) ? verifySigned(id, request.query) : await identify(request);
+        const info = await manager.file(id, caller);
+        return downloadResponse(request, info, { accelRedirect: options.accelRedirect });
+      }
+      case 'stream': {
+        const caller = await identify(request);
+        const opened = await manager.open(
+          { ...streamRequest(route.param!, request.query), ...caller },
+          { signal: request.signal },
+        );
+        return {
+          status: 200,
+          headers: {
+            'content-type': opened.contentType,
+            'content-disposition': attachmentDisposition(opened.filename),
+            'cache-control': 'no-store',
+            'x-content-type-options': 'nosniff',
+          },
+          body: opened.body,
+        };
+      }
+    }
+  }
+
+  async function createJob(
+    request: ExportHttpRequest,
+    caller: { owner?: string },
+  ): Promise<ExportHttpResponse> {
+    const body = await readJsonBody(request, maxBodyBytes);
+    const jobRequest = checkJobRequest(body);
+    const key = request.headers['idempotency-key'];
+    if (Array.isArray(key)) {
+      throw new ValidationError('Expected one Idempotency-Key header', {
+        field: 'Idempotency-Key',
+        statusCode: 400,
+        code: 'BAD_REQUEST',
+      });
+    }
+    const existing = key === undefined ? undefined : await manager.findByIdempotencyKey(key, caller);
+    if (existing) return json(200, resource(existing), { location: jobPath(existing.id) });
+    const job = await manager.start({
+      ...jobRequest,
+      ...caller,
+      ...(key === undefined ? {} : { idempotencyKey: key }),
+    });
+    // A first request racing another with the same key gets the same job, also as 202.
+    return json(202, resource(job), { location: jobPath(job.id) });
+  }
+
+  async function listJobs(query: URLSearchParams, caller: { owner?: string }) {
+    for (const key of new Set(query.keys())) {
+      if (!LIST_QUERY_KEYS.has(key))
+        throw badQuery(key, `Unknown query parameter "${key}"; expected status, limit or cursor`);
+      if (query.getAll(key).length > 1) throw badQuery(key, `Expected at most one "${key}" query parameter`);
+    }
+    const status = query.get('status');
+    const limit = query.get('limit');
+    const cursor = query.get('cursor');
+    if (limit !== null && !/^\d{1,4}$/.test(limit)) {
+      throw badQuery('limit', `Expected limit to be an integer from 1 to 1000, got ${describeValue(limit)}`);
+    }
+    const page = await manager.list({
+      ...caller,
+      ...(status === null ? {} : { status: status as Job['status'] }),
+      ...(limit === null ? {} : { limit: Number(limit) }),
+      ...(cursor === null ? {} : { cursor }),
+    });
+    return { jobs: page.jobs.map(resource), nextCursor: page.nextCursor };
+  }
+
+  function verifySigned(id: string, query: URLSearchParams): { owner?: string } {
+    if (!signer) throw forbidden('Signed download links are not enabled');
+    for (const key of ['expires', 'sig', 'owner']) {
+      if (query.getAll(key).length > 1) throw forbidden('The signed link is not valid');
+    }
+    const owner = query.get('owner') ?? undefined;
+    const check = signer.verify({
+      jobId: id,
+      owner,
+      expires: query.get('expires'),
+      signature: query.get('sig'),
+    });
+    if (check === 'expired') throw forbidden('The signed link has expired');
+    if (check !== 'valid') throw forbidden('The signed link is not valid');
+    return owner === undefined ? {} : { owner };
+  }
+
+  const handler = async (request: ExportHttpRequest): Promise<ExportHttpResponse | undefined> => {
+    const segments = underPrefix(prefix, request.path);
+    if (segments === undefined) return undefined;
+    try {
+      const route = matchRoute(segments);
+      if (!route || (route.name === 'metrics' && !serveMetrics)) {
+        return problemResponse(404, 'NOT_FOUND', 'No route matches this path');
+      }
+      const allowed = ALLOWED[route.name];
+      if (!allowed.includes(request.method)) {
+        return problemResponse(
+          405,
+          'METHOD_NOT_ALLOWED',
+          `Expected one of ${allowed.join(', ')} for this path, got ${request.method.slice(0, 20)}`,
+          {},
+          { allow: allowed.join(', ') },
+        );
+      }
+      return await dispatch(route, request);
+    } catch (error) {
+      const { response, internal } = errorToProblem(error);
+      if (internal) {
+        try {
+          options.onError?.(error, request);
+        } catch {
+          // A failing error reporter must not turn a problem answer into a crash.
+        }
+      }
+      return response;
+    }
+  };
+
+  return Object.assign(handler, {
+    prefix,
+    signDownloadUrl(
+      jobId: string,
+      signOptions: { owner?: string | undefined; expiresInSeconds?: number } = {},
+    ): string {
+      if (!signer)
+        throw new TypeError('Signed download links need the `signing` option of createExportHandler');
+      return signer.sign(jobId, signOptions);
+    },
+  });
+}
+
+/** The decoded path segments after the prefix, or `undefined` when the path is not under it. */
+function underPrefix(prefix: string, path: string): string[] | undefined {
+  if (path !== prefix && !path.startsWith(`${prefix}/`)) return undefined;
+  const rest = path.slice(prefix.length);
+  return rest === '' || rest === '/' ? [] : rest.slice(1).split('/');
+}
+
+/**
+ * Matches decoded segments to a route. Job ids are checked against the id pattern before
+ * anything else, so a path like `jobs/..%2F..%2Fetc%2Fpasswd` is a 404 that touches nothing.
+ * Malformed percent-encoding is a 404 too.
+ */
+function matchRoute(raw: string[]): Route | undefined {
+  const segments: string[] = [];
+  for (const segment of raw) {
+    try {
+      segments.push(decodeURIComponent(segment));
+    } catch {
+      return undefined;
+    }
+  }
+  const [first, second, third, ...more] = segments;
+  if (more.length > 0) return undefined;
+  if (second === undefined) {
+    if (first === 'status' || first === 'metrics' || first === 'datasets' || first === 'jobs')
+      return { name: first };
+    return undefined;
+  }
+  if (first === 'jobs') {
+    if (!isJobId(second)) return undefined;
+    if (third === undefined) return { name: 'job', param: second };
+    return third === 'download' ? { name: 'download', param: second } : undefined;
+  }
+  if (first === 'stream' && third === undefined && second !== '') return { name: 'stream', param: second };
+  return undefined;
+}
+
+function checkJobRequest(body: unknown): ExportRequest {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new ValidationError(`Expected the request body to be a JSON object, got ${describeValue(body)}`, {
+      statusCode: 400,
+      code: 'BAD_REQUEST',
+    });
+  }
+  const input = body as Record<string, unknown>;
+  for (const key of Object.keys(input)) {
+    if (!(JOB_REQUEST_FIELDS as readonly string[]).includes(key)) {
+      throw badField(key, `Unknown field "${key.slice(0, 64)}"; expected ${JOB_REQUEST_FIELDS.join(', ')}`);
+    }
+  }
+  const request: Record<string, unknown> = {};
+  for (const field of ['dataset', 'format'] as const) {
+    if (typeof input[field] !== 'string') {
+      throw badField(field, `Expected ${field} to be a string, got ${describeValue(input[field])}`);
+    }
+    request[field] = input[field];
+  }
+  for (const field of ['filename', 'compression'] as const) {
+    const value = input[field];
+    if (value === undefined) continue;
+    if (typeof value !== 'string')
+      throw badField(field, `Expected ${field} to be a string, got ${describeValue(value)}`);
+    request[field] = value;
+  }
+  if (input.params !== undefined) {
+    if (typeof input.params !== 'object' || input.params === null || Array.isArray(input.params)) {
+      throw badField('params', `Expected params to be an object, got ${describeValue(input.params)}`);
+    }
+    request.params = input.params;
+  }
+  if (input.columns !== undefined) {
+    const columns = input.columns;
+    const ok =
+      typeof columns === 'string' ||
+      (Array.isArray(columns) && columns.every((column) => typeof column === 'string'));
+    if (!ok) {
+      throw badField(
+        'columns',
+        `Expected columns to be an array of column names or a comma-separated string, got ${describeValue(columns)}`,
+      );
+    }
+    request.columns = columns;
+  }
+  return request as unknown as ExportRequest;
+}
+
+function streamRequest(dataset: string, query: URLSearchParams): ExportRequest {
+  const params: Record<string, string> = {};
+  const request: Record<string, unknown> = { dataset, format: 'csv' };
+  for (const key of new Set(query.keys())) {
+    const values = query.getAll(key);
+    const field = STREAM_QUERY_KEYS.has(key) ? key : `params.${key}`;
+    if (values.length > 1)
+      throw badQuery(field, `Expected at most one "${key.slice(0, 64)}" query parameter`);
+    if (STREAM_QUERY_KEYS.has(key)) request[key] = values[0];
+    else params[key] = values[0]!;
+  }
+  request.params = params;
+  return request as unknown as ExportRequest;
+}
+
+function describeDataset(dataset: Dataset) {
+  return {
+    name: dataset.name,
+    description: dataset.description ?? null,
+    columns:
+      dataset.columns?.map((column) => ({
+        name: column.name,
+        label: column.label ?? column.name,
+        type: column.type ?? null,
+        description: column.description ?? null,
+      })) ?? null,
+    formats: [...dataset.formats],
+    params: Object.fromEntries(
+      Object.entries(dataset.params ?? {}).map(([name, spec]) => [name, describeParam(spec)]),
+    ),
+  };
+}
+
+function describeParam(spec: ParamSpec) {
+  return {
+    type: spec.type,
+    required: spec.required ?? false,
+    ...(spec.default === undefined ? {} : { default: spec.default }),
+    ...(spec.values === undefined ? {} : { values: [...spec.values] }),
+    ...(spec.min === undefined ? {} : { min: spec.min }),
+    ...(spec.max === undefined ? {} : { max: spec.max }),
+    ...(spec.maxLength === undefined ? {} : { maxLength: spec.maxLength }),
+    ...(spec.description === undefined ? {} : { description: spec.description }),
+  };
+}
+
+function json(status: number, value: unknown, headers: Record<string, string> = {}): ExportHttpResponse {
+  const body = JSON.stringify(value);
+  return {
+    status,
+    headers: {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': String(Buffer.byteLength(body)),
+      'cache-control': 'no-store',
+      ...headers,
+    },
+    body,
+  };
+}
+
+function isSigned(query: URLSearchParams): boolean {
+  return query.has('sig') || query.has('expires');
+}
+
+function forbidden(message: string): ExportError {
+  return new ExportError('FORBIDDEN', 403, message);
+}
+
+function badField(field: string, message: string): ValidationError {
+  return new ValidationError(message, { field: field.slice(0, 64), statusCode: 400, code: 'BAD_REQUEST' });
+}
+
+function badQuery(field: string, message: string): ValidationError {
+  return new ValidationError(message, { field: field.slice(0, 64), statusCode: 400, code: 'BAD_REQUEST' });
+}

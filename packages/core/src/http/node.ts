@@ -1,0 +1,114 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { CancelledError } from '../errors.js';
+import { problemResponse } from './problem.js';
+import type { ExportHttpHandler, ExportHttpRequest, ExportHttpResponse } from './types.js';
+
+export interface FromNodeRequestOptions {
+  /** A body the host already parsed; without it the handler reads `req` itself. */
+  body?: unknown;
+  /** The path to route on (with the prefix), when the host rewrote `req.url`. @default the path of `req.url` */
+  path?: string;
+}
+
+/**
+ * Builds the neutral request from node's request and response. Its `signal` aborts when the
+ * response closes before it finished (the client went away), which aborts a streamed export
+ * and frees its slot. A request's own `close` cannot tell that: it fires once the body was read.
+ */
+export function fromNodeRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  options: FromNodeRequestOptions = {},
+): ExportHttpRequest {
+  const url = req.url ?? '/';
+  const queryAt = url.indexOf('?');
+  const path = options.path ?? (queryAt === -1 ? url : url.slice(0, queryAt));
+  const query = new URLSearchParams(queryAt === -1 ? '' : url.slice(queryAt + 1));
+  const controller = new AbortController();
+  if (res.destroyed && !res.writableFinished) {
+    controller.abort(new CancelledError('The client went away'));
+  } else {
+    res.once('close', () => {
+      if (!res.writableFinished) controller.abort(new CancelledError('The client went away'));
+    });
+  }
+  return {
+    method: (req.method ?? 'GET').toUpperCase(),
+    path,
+    query,
+    headers: req.headers,
+    ...(options.body === undefined ? { bodyStream: req } : { body: options.body }),
+    signal: controller.signal,
+  };
+}
+
+/**
+ * Writes a neutral response to node's response. A `Readable` body goes through
+ * `stream.pipeline`, which destroys the body when the client leaves, so that an export aborts
+ * and frees its slot at once. Resolves when the response is written or the client has gone;
+ * it never rejects for a client that left or a body that failed midway (the response is then
+ * cut short, the only honest signal left once headers are out).
+ */
+export async function sendNodeResponse(res: ServerResponse, response: ExportHttpResponse): Promise<void> {
+  if (!res.headersSent) {
+    res.statusCode = response.status;
+    for (const [name, value] of Object.entries(response.headers)) res.setHeader(name, value);
+  }
+  const body = response.body;
+  if (body instanceof Readable) {
+    // The status goes out now, even while a slow source has not produced its first bytes.
+    if (!res.headersSent && !res.destroyed) res.flushHeaders();
+    await pipeline(body, res).catch(() => {});
+    return;
+  }
+  await new Promise<void>((resolve) => {
+    if (res.destroyed) {
+      resolve();
+      return;
+    }
+    res.once('close', () => resolve());
+    res.end(body);
+  });
+}
+
+export interface ToNodeHandlerOptions {
+  /**
+   * Called for requests outside the handler's prefix.
+   * @default answer a 404 problem
+   */
+  onNotFound?(req: IncomingMessage, res: ServerResponse): void;
+}
+
+/**
+ * A `(req, res)` listener for bare `node:http` (or anything that accepts one) over an
+ * {@link ExportHttpHandler}.
+ *
+ * @example
+ * ```ts
+ * http.createServer(toNodeHandler(createExportHandler(manager))).listen(4001, '127.0.0.1');
+ * ```
+ */
+export function toNodeHandler(
+  handler: ExportHttpHandler,
+  options: ToNodeHandlerOptions = {},
+): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const request = fromNodeRequest(req, res);
+    void handler(request)
+      .then((response) => {
+        if (response !== undefined) return sendNodeResponse(res, response);
+        if (options.onNotFound) return options.onNotFound(req, res);
+        return sendNodeResponse(res, problemResponse(404, 'NOT_FOUND', 'No route matches this path'));
+      })
+      .catch(() => {
+        // The handler answers its own errors; this is a failing onNotFound or a broken socket.
+        if (!res.headersSent) {
+          void sendNodeResponse(res, problemResponse(500, 'INTERNAL', 'An internal error occurred'));
+        } else {
+          res.destroy();
+        }
+      });
+  };
+}

@@ -1,0 +1,93 @@
+import { STATUS_CODES } from 'node:http';
+import { type ExportErrorCode, isBackpressureError, isExportError } from '../errors.js';
+import type { ExportHttpResponse } from './types.js';
+
+/** The media type of every error response. */
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+
+/** Base of the `type` URI of problems: `https://spark-export.dev/problems/<code-lowercase-dashed>`. */
+export const PROBLEM_TYPE_BASE = 'https://spark-export.dev/problems/';
+
+/**
+ * An RFC 9457 problem details body, as every error of the HTTP API is answered.
+ *
+ * @example
+ * ```json
+ * { "type": "https://spark-export.dev/problems/backpressure", "title": "Too Many Requests", "status": 429,
+ *   "detail": "Too many exports in progress (5 of 5); retry later", "code": "BACKPRESSURE", "retryAfterSeconds": 3 }
+ * ```
+ */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  /** The library's stable error code. */
+  code: ExportErrorCode;
+  /** The offending request field, for validation errors (e.g. `params.from`, `format`). */
+  field?: string;
+  /** For 429/503: the same value as the `Retry-After` header. */
+  retryAfterSeconds?: number;
+}
+
+/** `BACKPRESSURE` -> `https://spark-export.dev/problems/backpressure`. */
+export function problemType(code: string): string {
+  return `${PROBLEM_TYPE_BASE}${code.toLowerCase().replace(/_/g, '-')}`;
+}
+
+/** Builds a problem response. `extra` may carry `field` and `retryAfterSeconds`. */
+export function problemResponse(
+  status: number,
+  code: ExportErrorCode,
+  detail: string,
+  extra: Pick<Problem, 'field' | 'retryAfterSeconds'> = {},
+  headers: Record<string, string> = {},
+): ExportHttpResponse {
+  const problem: Problem = {
+    type: problemType(code),
+    title: STATUS_CODES[status] ?? (status === 499 ? 'Client Closed Request' : 'Error'),
+    status,
+    detail,
+    code,
+    ...(extra.field === undefined ? {} : { field: extra.field }),
+    ...(extra.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: extra.retryAfterSeconds }),
+  };
+  const body = JSON.stringify(problem);
+  return {
+    status,
+    headers: {
+      'content-type': PROBLEM_CONTENT_TYPE,
+      'content-length': String(Buffer.byteLength(body)),
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+      ...headers,
+    },
+    body,
+  };
+}
+
+/**
+ * Maps an error to a problem response. Only the library's own errors (recognised by
+ * {@link isExportError}) are answered with their status and message; anything else is a
+ * generic 500 whose details stay out of the body. `internal` tells the caller to report it.
+ */
+export function errorToProblem(error: unknown): { response: ExportHttpResponse; internal: boolean } {
+  if (!isExportError(error)) {
+    return { response: problemResponse(500, 'INTERNAL', 'An internal error occurred'), internal: true };
+  }
+  const status =
+    Number.isInteger(error.statusCode) && error.statusCode >= 400 && error.statusCode <= 599
+      ? error.statusCode
+      : 500;
+  const field = error.details?.field;
+  const extra: Pick<Problem, 'field' | 'retryAfterSeconds'> = typeof field === 'string' ? { field } : {};
+  const headers: Record<string, string> = {};
+  if (isBackpressureError(error)) {
+    extra.retryAfterSeconds = error.retryAfterSeconds;
+    headers['retry-after'] = String(error.retryAfterSeconds);
+  }
+  return {
+    response: problemResponse(status, error.code, error.message, extra, headers),
+    internal: status >= 500,
+  };
+}

@@ -1,0 +1,113 @@
+import { randomBytes } from 'node:crypto';
+import type { Params } from '../dataset.js';
+import type { CsvOptions, FormatName } from '../formats/types.js';
+
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'expired';
+
+export const JOB_STATUSES: readonly JobStatus[] = [
+  'queued',
+  'running',
+  'succeeded',
+  'failed',
+  'cancelled',
+  'expired',
+];
+
+/** Statuses from which a job never moves again, but for `succeeded -> expired`. */
+export const FINISHED_STATUSES: ReadonlySet<JobStatus> = new Set([
+  'succeeded',
+  'failed',
+  'cancelled',
+  'expired',
+]);
+
+/** `exp_` and 22 base64url characters: 128 random bits. */
+export const JOB_ID_PATTERN = /^exp_[A-Za-z0-9_-]{22}$/;
+
+export function createJobId(): string {
+  return `exp_${randomBytes(16).toString('base64url')}`;
+}
+
+/** True for strings shaped like a job id; anything else never touches the filesystem. */
+export function isJobId(value: unknown): value is string {
+  return typeof value === 'string' && JOB_ID_PATTERN.test(value);
+}
+
+export type Compression = 'none' | 'gzip';
+
+export interface JobFile {
+  /** The file name on disk (derived from the id only). */
+  name: string;
+  bytes: number;
+  sha256: string;
+  contentType: string;
+}
+
+export interface JobErrorInfo {
+  code: string;
+  message: string;
+}
+
+/** The manifest `<id>.json`: everything the manager knows about a job, as stored on disk. */
+export interface JobRecord {
+  version: 1;
+  id: string;
+  status: JobStatus;
+  dataset: string;
+  format: FormatName;
+  params: Params;
+  columns: string[] | null;
+  /** The download name the client asked for (sanitised when served), if any. */
+  filename: string | null;
+  compression: Compression;
+  csv: CsvOptions | null;
+  owner: string | null;
+  idempotencyKey: string | null;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  expiresAt: string | null;
+  rows: number;
+  bytes: number;
+  totalRows: number | null;
+  file: JobFile | null;
+  error: JobErrorInfo | null;
+  /** How many times the export was started (resumed jobs run again). */
+  attempts: number;
+}
+
+/** A job as clients see it (HTTP API, `get`, `list`). */
+export interface Job {
+  id: string;
+  dataset: string;
+  format: FormatName;
+  status: JobStatus;
+  compression: Compression;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  expiresAt: string | null;
+  progress: { rows: number; bytes: number; totalRows: number | null };
+  /** 1-based place in the wait queue while queued, else `null`. */
+  queuePosition: number | null;
+  file: JobFile | null;
+  error: JobErrorInfo | null;
+}
+
+export function toPublicJob(record: JobRecord, queuePosition: number | null): Job {
+  return {
+    id: record.id,
+    dataset: record.dataset,
+    format: record.format,
+    status: record.status,
+    compression: record.compression,
+    createdAt: record.createdAt,
+    startedAt: record.startedAt,
+    finishedAt: record.finishedAt,
+    expiresAt: record.expiresAt,
+    progress: { rows: record.rows, bytes: record.bytes, totalRows: record.totalRows },
+    queuePosition,
+    file: record.file ? { ...record.file } : null,
+    error: record.error ? { ...record.error } : null,
+  };
+}

@@ -1,0 +1,169 @@
+import { Counter, Gauge, Histogram, type Metric, Registry } from 'prom-client';
+
+/** Histogram buckets for export durations: 100 ms to one hour. */
+export const DURATION_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
+/** Histogram buckets for time spent waiting for a slot. */
+export const QUEUE_WAIT_BUCKETS = [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300];
+
+export interface ExportMetricsOptions {
+  /**
+   * The registry to register on. Pass the host app's registry to serve everything from one
+   * endpoint. Never the global registry unless you pass it yourself.
+   * @default a new private `Registry`
+   */
+  registry?: Registry;
+  /**
+   * Prefix for every metric name, e.g. `myapp_` gives `myapp_export_jobs_started_total`.
+   * @default ''
+   */
+  prefix?: string;
+}
+
+/** The outcome label of a finished export. */
+export type ExportOutcome = 'succeeded' | 'failed' | 'cancelled';
+
+/**
+ * The export metrics. Counters for rows and bytes are updated per batch, never per row.
+ * Label values only come from registered datasets and known formats, so a request for an
+ * unknown dataset never creates a series.
+ */
+export interface ExportMetrics {
+  readonly registry: Registry;
+  readonly jobsStarted: Counter<'dataset' | 'format'>;
+  readonly jobsCompleted: Counter<'dataset' | 'format' | 'outcome'>;
+  readonly jobsRejected: Counter<'reason'>;
+  readonly jobDuration: Histogram<'dataset' | 'format' | 'outcome'>;
+  readonly queueWait: Histogram<string>;
+  readonly inFlight: Gauge<string>;
+  readonly queued: Gauge<string>;
+  readonly concurrencyLimit: Gauge<string>;
+  readonly rows: Counter<'dataset' | 'format'>;
+  readonly bytes: Counter<'dataset' | 'format'>;
+  readonly storageBytes: Gauge<string>;
+  readonly retentionDeletions: Counter<'reason'>;
+}
+
+/**
+ * Registers the export metrics on a registry, or returns the ones already there (two managers
+ * on one registry, or two test files, never throw "already registered"). It never collects
+ * default process metrics; call prom-client's `collectDefaultMetrics` yourself if you want them.
+ *
+ * @example
+ * ```ts
+ * import { Registry } from 'prom-client';
+ * const registry = new Registry();
+ * const metrics = registerExportMetrics({ registry, prefix: 'myapp_' });
+ * ```
+ */
+export function registerExportMetrics(options: ExportMetricsOptions = {}): ExportMetrics {
+  const registry = options.registry ?? new Registry();
+  const prefix = options.prefix ?? '';
+  if (typeof prefix !== 'string' || !/^(?:[a-zA-Z_:][a-zA-Z0-9_:]*)?$/.test(prefix)) {
+    throw new TypeError(
+      `Expected metrics prefix to match [a-zA-Z_:][a-zA-Z0-9_:]*, got ${JSON.stringify(prefix)}`,
+    );
+  }
+
+  function getOrCreate<M extends Metric<string>>(name: string, create: (name: string) => M): M {
+    const fullName = prefix + name;
+    const existing = registry.getSingleMetric(fullName);
+    if (existing) return existing as M;
+    return create(fullName);
+  }
+
+  const registers = [registry];
+  return {
+    registry,
+    jobsStarted: getOrCreate(
+      'export_jobs_started_total',
+      (name) =>
+        new Counter({
+          name,
+          help: 'Exports admitted (running or queued).',
+          labelNames: ['dataset', 'format'],
+          registers,
+        }),
+    ),
+    jobsCompleted: getOrCreate(
+      'export_jobs_completed_total',
+      (name) =>
+        new Counter({
+          name,
+          help: 'Exports finished, by outcome (succeeded, failed, cancelled).',
+          labelNames: ['dataset', 'format', 'outcome'],
+          registers,
+        }),
+    ),
+    jobsRejected: getOrCreate(
+      'export_jobs_rejected_total',
+      (name) =>
+        new Counter({
+          name,
+          help: 'Export requests turned away for lack of a slot, by reason.',
+          labelNames: ['reason'],
+          registers,
+        }),
+    ),
+    jobDuration: getOrCreate(
+      'export_job_duration_seconds',
+      (name) =>
+        new Histogram({
+          name,
+          help: 'Time from an export taking its slot to its end, by outcome.',
+          labelNames: ['dataset', 'format', 'outcome'],
+          buckets: DURATION_BUCKETS,
+          registers,
+        }),
+    ),
+    queueWait: getOrCreate(
+      'export_queue_wait_seconds',
+      (name) =>
+        new Histogram({
+          name,
+          help: 'Time admitted exports waited for a slot.',
+          buckets: QUEUE_WAIT_BUCKETS,
+          registers,
+        }),
+    ),
+    inFlight: getOrCreate(
+      'export_jobs_in_flight',
+      (name) => new Gauge({ name, help: 'Exports running right now.', registers }),
+    ),
+    queued: getOrCreate(
+      'export_jobs_queued',
+      (name) => new Gauge({ name, help: 'Exports waiting for a slot.', registers }),
+    ),
+    concurrencyLimit: getOrCreate(
+      'export_concurrency_limit',
+      (name) => new Gauge({ name, help: 'How many exports may run at once.', registers }),
+    ),
+    rows: getOrCreate(
+      'export_rows_total',
+      (name) => new Counter({ name, help: 'Rows exported.', labelNames: ['dataset', 'format'], registers }),
+    ),
+    bytes: getOrCreate(
+      'export_bytes_total',
+      (name) =>
+        new Counter({
+          name,
+          help: 'Bytes written by exports (after compression).',
+          labelNames: ['dataset', 'format'],
+          registers,
+        }),
+    ),
+    storageBytes: getOrCreate(
+      'export_storage_bytes',
+      (name) => new Gauge({ name, help: 'Bytes of finished export files on disk.', registers }),
+    ),
+    retentionDeletions: getOrCreate(
+      'export_retention_deletions_total',
+      (name) =>
+        new Counter({
+          name,
+          help: 'Export files deleted by retention, by reason (age, size).',
+          labelNames: ['reason'],
+          registers,
+        }),
+    ),
+  };
+}

@@ -1,0 +1,219 @@
+import { Readable } from 'node:stream';
+import { chain } from 'stream-chain';
+import jsonlParser from 'stream-chain/jsonl/parser.js';
+import { parser } from 'stream-json';
+import { pick } from 'stream-json/filters/pick.js';
+import { streamArray } from 'stream-json/streamers/stream-array.js';
+import type { Row, RowSource } from './dataset.js';
+import { describeValue, ValidationError } from './errors.js';
+
+type ByteSource = Readable | AsyncIterable<Uint8Array | string>;
+
+export interface JsonArrayOptions {
+  /**
+   * Dot-separated path of the array inside the document, e.g. `data.items` for
+   * `{"data":{"items":[...]}}`. Without it, the document itself must be an array.
+   */
+  path?: string;
+}
+
+/**
+ * Parses a JSON array incrementally (stream-json) and yields its elements one at a time, so a
+ * multi-gigabyte upstream body never sits in memory whole. Malformed JSON fails the stream.
+ *
+ * @example
+ * ```ts
+ * const response = await fetch(url, { signal });
+ * return fromJsonArray(Readable.fromWeb(response.body), { path: 'data.items' });
+ * ```
+ */
+export function fromJsonArray(input: ByteSource, options: JsonArrayOptions = {}): Readable {
+  const path = options.path;
+  if (path !== undefined && (typeof path !== 'string' || path === '')) {
+    throw new TypeError(`Expected path to be a non-empty dot-separated string, got ${describeValue(path)}`);
+  }
+  const steps: unknown[] = [toReadable(input), parser()];
+  if (path) steps.push(pick({ filter: path }));
+  steps.push(streamArray(), (item: { value: unknown }) => item.value);
+  return chain(steps as never) as unknown as Readable;
+}
+
+/**
+ * Parses NDJSON (one JSON value per line; blank lines skipped) and yields each value.
+ * A malformed line fails the stream.
+ */
+export function fromNdjson(input: ByteSource): Readable {
+  return chain([
+    toReadable(input),
+    jsonlParser(),
+    (item: { value: unknown }) => item.value,
+  ] as never) as unknown as Readable;
+}
+
+function toReadable(input: ByteSource): Readable {
+  if (input instanceof Readable) return input;
+  if (input && typeof (input as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function') {
+    return Readable.from(input, { objectMode: false });
+  }
+  throw new TypeError(`Expected a Readable or an async iterable of bytes, got ${describeValue(input)}`);
+}
+
+/**
+ * Pulls rows from any {@link RowSource} in batches of at most `batchSize`, checking that each
+ * row is a plain object. Sync iterables are drained synchronously per batch (no promise per
+ * row); closing the returned iterator closes the source (`return()` / `destroy()`).
+ *
+ * @internal
+ */
+export async function* readBatches(
+  source: RowSource,
+  batchSize: number,
+): AsyncGenerator<Row[], void, undefined> {
+  let index = 0;
+  const check = (row: unknown): Row => {
+    if (typeof row !== 'object' || row === null || Array.isArray(row)) {
+      throw new ValidationError(`Expected row ${index} to be a plain object, got ${describeValue(row)}`, {
+        code: 'INVALID_ROW',
+        field: `rows[${index}]`,
+      });
+    }
+    index++;
+    return row as Row;
+  };
+
+  if (source instanceof Readable) {
+    try {
+      yield* readReadableBatches(source, batchSize, check);
+    } finally {
+      if (!source.destroyed) source.destroy();
+    }
+    return;
+  }
+  if (isSyncIterable(source)) {
+    const iterator = source[Symbol.iterator]();
+    let done = false;
+    try {
+      while (!done) {
+        const batch: Row[] = [];
+        while (batch.length < batchSize) {
+          const next = iterator.next();
+          if (next.done) {
+            done = true;
+            break;
+          }
+          batch.push(check(next.value));
+        }
+        if (batch.length > 0) yield batch;
+      }
+    } finally {
+      if (!done) iterator.return?.();
+    }
+    return;
+  }
+  if (isAsyncIterable(source)) {
+    const iterator = source[Symbol.asyncIterator]();
+    let done = false;
+    try {
+      while (!done) {
+        const batch: Row[] = [];
+        while (batch.length < batchSize) {
+          const next = await iterator.next();
+          if (next.done) {
+            done = true;
+            break;
+          }
+          batch.push(check(next.value));
+        }
+        if (batch.length > 0) yield batch;
+      }
+    } finally {
+      if (!done) await iterator.return?.();
+    }
+    return;
+  }
+  throw new TypeError(
+    `Expected the dataset source to return an AsyncIterable, an Iterable or an object-mode Readable, got ${describeValue(source)}`,
+  );
+}
+
+/**
+ * Reads whatever an object-mode Readable has buffered synchronously (`read()` until `null`),
+ * and only waits for `readable` when its buffer is empty: far fewer promises than
+ * `for await` per row.
+ */
+async function* readReadableBatches(
+  stream: Readable,
+  batchSize: number,
+  check: (row: unknown) => Row,
+): AsyncGenerator<Row[], void, undefined> {
+  let error: unknown;
+  let ended = false;
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    wake?.();
+    wake = undefined;
+  };
+  const onError = (err: unknown) => {
+    error = err;
+    notify();
+  };
+  const onEnd = () => {
+    ended = true;
+    notify();
+  };
+  stream.on('readable', notify);
+  stream.on('error', onError);
+  stream.on('end', onEnd);
+  stream.on('close', notify);
+  try {
+    let batch: Row[] = [];
+    for (;;) {
+      if (error) throw error;
+      const row: unknown = stream.read();
+      if (row !== null) {
+        batch.push(check(row));
+        if (batch.length >= batchSize) {
+          yield batch;
+          batch = [];
+        }
+        continue;
+      }
+      if (ended || stream.readableEnded) break;
+      if (stream.destroyed) {
+        if (error) throw error;
+        throw stream.errored ?? new Error('The source stream was destroyed before it ended');
+      }
+      if (batch.length > 0) {
+        yield batch;
+        batch = [];
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+    }
+    if (batch.length > 0) yield batch;
+  } finally {
+    stream.off('readable', notify);
+    stream.off('error', onError);
+    stream.off('end', onEnd);
+    stream.off('close', notify);
+  }
+}
+
+function isSyncIterable(value: unknown): value is Iterable<unknown> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Iterable<unknown>)[Symbol.iterator] === 'function' &&
+    typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] !== 'function'
+  );
+}
+
+function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function'
+  );
+}

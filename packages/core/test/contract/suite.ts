@@ -1,0 +1,1039 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ExportError } from '../../src/errors.js';
+import {
+  ExportManager,
+  type ExportManagerEvents,
+  type ExportManagerOptions,
+} from '../../src/export-manager.js';
+import { type ExportRoutesOptions, signDownloadPath } from '../../src/http/index.js';
+import { assertMatchesSchema } from './openapi.js';
+
+/** A running server of one adapter, as {@link StartContractServer} returns it. */
+export interface ContractServer {
+  /** The origin, e.g. `http://127.0.0.1:53412`; the API is mounted at `${url}/export`. */
+  url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a real server on 127.0.0.1, port 0, that mounts the HTTP API of `manager` with
+ * `options` (prefix `/export`) and also answers the host route `GET /host/ping` with 200 `pong`
+ * outside the prefix.
+ */
+export type StartContractServer = (
+  manager: ExportManager,
+  options: ExportRoutesOptions,
+) => Promise<ContractServer>;
+
+const SECRET = 'contract-suite-signing-secret-0123456789';
+const CORE_VERSION = (
+  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
+
+interface Deferred<T = void> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+}
+
+function deferred<T = void>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((done) => {
+    resolve = done;
+  });
+  return { promise, resolve };
+}
+
+type EventName = keyof ExportManagerEvents;
+
+/** Resolves with the arguments of the next `event` whose arguments satisfy `predicate`. Subscribe before acting. */
+function nextEvent<K extends EventName>(
+  manager: ExportManager,
+  event: K,
+  predicate: (...args: ExportManagerEvents[K]) => boolean = () => true,
+): Promise<ExportManagerEvents[K]> {
+  return new Promise((resolve) => {
+    const listener = (...args: ExportManagerEvents[K]) => {
+      if (!predicate(...args)) return;
+      manager.off(event, listener as never);
+      resolve(args);
+    };
+    manager.on(event, listener as never);
+  });
+}
+
+/** Resolves once `event` was emitted `count` times. Subscribe before acting. */
+function events(manager: ExportManager, event: EventName, count: number): Promise<void> {
+  let seen = 0;
+  return new Promise((resolve) => {
+    const listener = () => {
+      seen++;
+      if (seen < count) return;
+      manager.off(event, listener);
+      resolve();
+    };
+    manager.on(event, listener);
+  });
+}
+
+interface Fixture {
+  manager: ExportManager;
+  server: ContractServer;
+  /** `${server.url}/export` */
+  api: string;
+  root: string;
+  directory: string;
+  sentinel: string;
+  /** Lets every "blocking" source finish. */
+  release(): void;
+  /** The clock of the routes (signed-link expiry), in epoch ms. */
+  clock: { now: number };
+}
+
+interface FixtureOptions {
+  manager?: Partial<ExportManagerOptions>;
+  routes?: Partial<ExportRoutesOptions>;
+}
+
+/** Range tests need a file of a few hundred bytes. */
+const NUMBERS_FOR_RANGES = 60;
+
+/**
+ * The contract every adapter of the HTTP API satisfies. Each test builds its own manager in a
+ * temp directory and its own server through `startServer`, and talks real HTTP to it.
+ *
+ * @example
+ * ```ts
+ * runContractSuite('express', async (manager, options) => {
+ *   const app = express();
+ *   app.get('/host/ping', (_req, res) => res.type('text').send('pong'));
+ *   app.use(exportRouter(manager, options));
+ *   const server = app.listen(0, '127.0.0.1');
+ *   await once(server, 'listening');
+ *   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => closeServer(server) };
+ * });
+ * ```
+ */
+export function runContractSuite(name: string, startServer: StartContractServer): void {
+  describe(`HTTP API contract: ${name}`, () => {
+    const cleanups: (() => Promise<void>)[] = [];
+
+    afterEach(async () => {
+      for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+    });
+
+    async function setup(options: FixtureOptions = {}): Promise<Fixture> {
+      const root = await mkdtemp(join(tmpdir(), 'spark-export-contract-'));
+      cleanups.push(() => rm(root, { recursive: true, force: true }));
+      const directory = join(root, 'exports');
+      const sentinel = join(root, 'sentinel.txt');
+      await writeFile(sentinel, 'do not touch');
+      const gate = deferred();
+      const clock = { now: Date.now() };
+      const manager = new ExportManager({
+        directory,
+        maxConcurrent: 2,
+        datasets: {
+          numbers: {
+            description: 'Rows 0..count-1',
+            columns: [
+              { name: 'id', type: 'integer' },
+              { name: 'name', label: 'Name' },
+            ],
+            params: { count: { type: 'integer', min: 0, max: 100_000, default: 10 } },
+            *source(params) {
+              for (let id = 0; id < (params.count as number); id++) yield { id, name: `row ${id}` };
+            },
+          },
+          blocking: {
+            description: 'Waits until the test lets it finish',
+            columns: [{ name: 'id' }],
+            async *source(_params, { signal }) {
+              yield { id: 1 };
+              await new Promise<void>((resolve, reject) => {
+                if (signal.aborted) {
+                  reject(signal.reason);
+                  return;
+                }
+                signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+                void gate.promise.then(resolve);
+              });
+              yield { id: 2 };
+            },
+          },
+          owned: {
+            description: 'A secret per owner',
+            formats: ['json', 'ndjson'],
+            source: () => [{ secret: 'only for my owner' }],
+          },
+        },
+        ...options.manager,
+      });
+      cleanups.push(async () => {
+        gate.resolve();
+        await manager.close({ drainTimeoutMs: 0 });
+      });
+      await manager.ready;
+      const server = await startServer(manager, {
+        prefix: '/export',
+        identify: (request) => {
+          const owner = request.headers['x-owner'];
+          if (owner === 'intruder') throw new ExportError('UNAUTHORIZED', 401, 'Unknown caller');
+          return typeof owner === 'string' ? owner : undefined;
+        },
+        signing: { secret: SECRET },
+        now: () => clock.now,
+        ...options.routes,
+      });
+      cleanups.push(() => server.close());
+      return {
+        manager,
+        server,
+        api: `${server.url}/export`,
+        root,
+        directory,
+        sentinel,
+        release: () => gate.resolve(),
+        clock,
+      };
+    }
+
+    /** POSTs a job and waits for it to finish. */
+    async function finishedJob(fixture: Fixture, body: Record<string, unknown>, owner?: string) {
+      const response = await postJob(fixture.api, body, owner === undefined ? {} : { 'x-owner': owner });
+      expect(response.status).toBe(202);
+      const job = await json(response, 'Job');
+      await fixture.manager.wait(job.id as string, owner === undefined ? {} : { owner });
+      return job as { id: string; links: { self: string; download: string | null } };
+    }
+
+    describe('host and routing', () => {
+      it('leaves paths outside the prefix to the host', async () => {
+        const { server } = await setup();
+        const ping = await fetch(`${server.url}/host/ping`);
+        expect(ping.status).toBe(200);
+        expect(await ping.text()).toBe('pong');
+        // Shares the prefix's first letters but is not under it.
+        const outside = await fetch(`${server.url}/exportx/status`);
+        expect(outside.status).toBe(404);
+        await outside.arrayBuffer();
+      });
+
+      it('answers an unknown path under the prefix with a 404 problem', async () => {
+        const { api } = await setup();
+        for (const path of ['/nope', '/jobs/x/y/z', '/stream', '', '/status/extra']) {
+          await problem(await fetch(`${api}${path}`), 404, 'NOT_FOUND');
+        }
+      });
+
+      it('answers a known path with a wrong method with 405 and Allow', async () => {
+        const { api } = await setup();
+        const status = await fetch(`${api}/status`, { method: 'PUT' });
+        expect(status.headers.get('allow')).toBe('GET, HEAD');
+        await problem(status, 405, 'METHOD_NOT_ALLOWED');
+        const jobs = await fetch(`${api}/jobs`, { method: 'DELETE' });
+        expect(jobs.headers.get('allow')).toBe('GET, POST');
+        await problem(jobs, 405, 'METHOD_NOT_ALLOWED');
+        const job = await fetch(`${api}/jobs/exp_AAAAAAAAAAAAAAAAAAAAAA`, { method: 'POST' });
+        expect(job.headers.get('allow')).toBe('GET, DELETE');
+        await problem(job, 405, 'METHOD_NOT_ALLOWED');
+      });
+
+      it('answers 401 when identify refuses the caller', async () => {
+        const { api } = await setup();
+        await problem(
+          await fetch(`${api}/jobs`, { headers: { 'x-owner': 'intruder' } }),
+          401,
+          'UNAUTHORIZED',
+        );
+        await problem(
+          await fetch(`${api}/datasets`, { headers: { 'x-owner': 'intruder' } }),
+          401,
+          'UNAUTHORIZED',
+        );
+      });
+    });
+
+    describe('GET|HEAD /status', () => {
+      it('reports version and load', async () => {
+        const { api, manager } = await setup();
+        const response = await fetch(`${api}/status`);
+        expect(response.status).toBe(200);
+        expect(await json(response, 'Status')).toMatchObject({
+          status: 'ok',
+          version: CORE_VERSION,
+          inFlight: 0,
+          queued: 0,
+          limit: 2,
+        });
+        const started = nextEvent(manager, 'job:started');
+        await postJob(api, { dataset: 'blocking', format: 'csv' }).then((r) => r.arrayBuffer());
+        await started;
+        expect(await json(await fetch(`${api}/status`), 'Status')).toMatchObject({ inFlight: 1, limit: 2 });
+      });
+
+      it('answers HEAD with headers and no body', async () => {
+        const { api } = await setup();
+        const response = await fetch(`${api}/status`, { method: 'HEAD' });
+        expect(response.status).toBe(200);
+        expect(response.headers.get('content-type')).toMatch(/^application\/json/);
+        expect(await response.text()).toBe('');
+      });
+
+      it('answers 503 draining during shutdown', async () => {
+        const { api, manager } = await setup();
+        await manager.close();
+        const response = await fetch(`${api}/status`);
+        expect(response.status).toBe(503);
+        expect(await json(response, 'Status')).toMatchObject({ status: 'draining', version: CORE_VERSION });
+      });
+    });
+
+    describe('GET /metrics', () => {
+      it('counts started and completed exports', async () => {
+        const fixture = await setup();
+        const { api, manager } = fixture;
+        const streamsDone = events(manager, 'stream:finished', 2);
+        for (let i = 0; i < 2; i++) {
+          const response = await fetch(`${api}/stream/numbers?format=csv&count=3`);
+          expect(response.status).toBe(200);
+          await response.text();
+        }
+        await streamsDone;
+        await finishedJob(fixture, { dataset: 'numbers', format: 'ndjson' });
+        const response = await fetch(`${api}/metrics`);
+        expect(response.status).toBe(200);
+        expect(response.headers.get('content-type')).toMatch(/^text\/plain/);
+        const text = await response.text();
+        expect(sample(text, 'export_jobs_started_total', { dataset: 'numbers', format: 'csv' })).toBe(2);
+        expect(sample(text, 'export_jobs_started_total', { dataset: 'numbers', format: 'ndjson' })).toBe(1);
+        expect(
+          sample(text, 'export_jobs_completed_total', {
+            dataset: 'numbers',
+            format: 'csv',
+            outcome: 'succeeded',
+          }),
+        ).toBe(2);
+        expect(
+          sample(text, 'export_jobs_completed_total', {
+            dataset: 'numbers',
+            format: 'ndjson',
+            outcome: 'succeeded',
+          }),
+        ).toBe(1);
+      });
+
+      it('is a 404 when the host turns it off', async () => {
+        const { api } = await setup({ routes: { metrics: false } });
+        await problem(await fetch(`${api}/metrics`), 404, 'NOT_FOUND');
+      });
+
+      it('is a 404 when the manager has no metrics', async () => {
+        const { api } = await setup({ manager: { metrics: false } });
+        await problem(await fetch(`${api}/metrics`), 404, 'NOT_FOUND');
+      });
+    });
+
+    describe('GET /datasets', () => {
+      it('lists every dataset with columns, formats and params', async () => {
+        const { api } = await setup();
+        const response = await fetch(`${api}/datasets`);
+        expect(response.status).toBe(200);
+        const body = (await json(response, 'DatasetList')) as { datasets: Record<string, unknown>[] };
+        expect(body.datasets.map((dataset) => dataset.name)).toEqual(['numbers', 'blocking', 'owned']);
+        expect(body.datasets[0]).toMatchObject({
+          description: 'Rows 0..count-1',
+          columns: [
+            { name: 'id', label: 'id', type: 'integer' },
+            { name: 'name', label: 'Name' },
+          ],
+          formats: ['csv', 'json', 'ndjson'],
+          params: { count: { type: 'integer', required: false, default: 10, min: 0, max: 100_000 } },
+        });
+        expect(body.datasets[2]).toMatchObject({ columns: null, formats: ['json', 'ndjson'], params: {} });
+      });
+    });
+
+    describe('POST /jobs', () => {
+      it('accepts a job with 202 and Location, then serves it when done', async () => {
+        const fixture = await setup();
+        const response = await postJob(fixture.api, {
+          dataset: 'numbers',
+          format: 'csv',
+          params: { count: 5 },
+          columns: ['id'],
+          filename: 'five numbers',
+          compression: 'none',
+        });
+        expect(response.status).toBe(202);
+        const job = (await json(response, 'Job')) as {
+          id: string;
+          status: string;
+          links: Record<string, unknown>;
+        };
+        expect(response.headers.get('location')).toBe(`/export/jobs/${job.id}`);
+        expect(['queued', 'running']).toContain(job.status);
+        expect(job.links).toEqual({ self: `/export/jobs/${job.id}`, download: null });
+        await fixture.manager.wait(job.id);
+        const done = await json(await fetch(`${fixture.api}/jobs/${job.id}`), 'Job');
+        expect(done).toMatchObject({
+          status: 'succeeded',
+          progress: { rows: 5 },
+          links: { download: `/export/jobs/${job.id}/download` },
+        });
+        const file = await fetch(`${fixture.server.url}${(done.links as { download: string }).download}`);
+        expect(file.status).toBe(200);
+        expect(file.headers.get('content-disposition')).toContain('five numbers.csv');
+        expect((await file.text()).trim().split('\n')).toEqual(['id', '0', '1', '2', '3', '4']);
+      });
+
+      it('returns the same job with 200 for a repeated Idempotency-Key', async () => {
+        const { api } = await setup();
+        const headers = { 'idempotency-key': 'order-export-1', 'x-owner': 'alice' };
+        const first = await postJob(api, { dataset: 'numbers', format: 'json' }, headers);
+        expect(first.status).toBe(202);
+        const job = await json(first, 'Job');
+        const again = await postJob(api, { dataset: 'numbers', format: 'json' }, headers);
+        expect(again.status).toBe(200);
+        expect((await json(again, 'Job')).id).toBe(job.id);
+        // The key is per owner.
+        const other = await postJob(
+          api,
+          { dataset: 'numbers', format: 'json' },
+          { ...headers, 'x-owner': 'bob' },
+        );
+        expect(other.status).toBe(202);
+        expect((await json(other, 'Job')).id).not.toBe(job.id);
+      });
+
+      it('answers 415 for a body that is not JSON', async () => {
+        const { api } = await setup();
+        const response = await fetch(`${api}/jobs`, {
+          method: 'POST',
+          headers: { 'content-type': 'text/plain' },
+          body: 'dataset=numbers',
+        });
+        await problem(response, 415, 'UNSUPPORTED_MEDIA_TYPE');
+      });
+
+      it('answers 400 for malformed JSON and for a wrong shape, naming the field', async () => {
+        const { api } = await setup();
+        const malformed = await fetch(`${api}/jobs`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: '{"dataset": "numbers",',
+        });
+        await problem(malformed, 400, 'BAD_REQUEST');
+        const cases: [unknown, string | undefined][] = [
+          [{ datset: 'numbers', format: 'csv' }, 'datset'],
+          [{ dataset: 'numbers' }, 'format'],
+          [{ dataset: 'numbers', format: 5 }, 'format'],
+          [{ dataset: 'numbers', format: 'csv', params: [1] }, 'params'],
+          [{ dataset: 'numbers', format: 'csv', columns: [1] }, 'columns'],
+          [['numbers'], undefined],
+        ];
+        for (const [body, field] of cases) {
+          const response = await postJob(api, body);
+          const details = await problem(response, 400, 'BAD_REQUEST');
+          expect(details.field).toBe(field);
+        }
+      });
+
+      it('accepts application/*+json', async () => {
+        const { api } = await setup();
+        const response = await fetch(`${api}/jobs`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/vnd.export+json; charset=utf-8' },
+          body: JSON.stringify({ dataset: 'numbers', format: 'csv' }),
+        });
+        expect(response.status).toBe(202);
+        await json(response, 'Job');
+      });
+
+      it('answers 413 for a body over the limit, declared or counted', async () => {
+        const { api } = await setup({ routes: { maxBodyBytes: 1024 } });
+        const big = JSON.stringify({ dataset: 'numbers', format: 'csv', filename: 'x'.repeat(2000) });
+        await problem(await postJob(api, big), 413, 'PAYLOAD_TOO_LARGE');
+        // Chunked, without Content-Length: the handler has to count.
+        const chunked = await rawRequest(`${api}/jobs`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' },
+          chunks: [big.slice(0, 700), big.slice(700)],
+        });
+        expect(chunked.status).toBe(413);
+        expect(chunked.headers['content-type']).toBe('application/problem+json');
+        assertMatchesSchema('Problem', JSON.parse(chunked.body.toString('utf8')));
+        // The server is still fine.
+        expect(await json(await fetch(`${api}/status`), 'Status')).toMatchObject({ status: 'ok' });
+      });
+
+      it('answers 404 for an unknown dataset and 422 for bad params, columns, format or compression', async () => {
+        const { api } = await setup();
+        await problem(await postJob(api, { dataset: 'nope', format: 'csv' }), 404, 'UNKNOWN_DATASET');
+        const count = await problem(
+          await postJob(api, { dataset: 'numbers', format: 'csv', params: { count: 'ten' } }),
+          422,
+          'INVALID_PARAMS',
+        );
+        expect(count.field).toBe('params.count');
+        await problem(
+          await postJob(api, { dataset: 'numbers', format: 'csv', params: { other: 1 } }),
+          422,
+          'INVALID_PARAMS',
+        );
+        await problem(
+          await postJob(api, { dataset: 'numbers', format: 'csv', columns: ['nope'] }),
+          422,
+          'UNKNOWN_COLUMN',
+        );
+        await problem(await postJob(api, { dataset: 'numbers', format: 'xlsx' }), 422, 'UNKNOWN_FORMAT');
+        await problem(await postJob(api, { dataset: 'owned', format: 'csv' }), 422, 'UNKNOWN_FORMAT');
+        const compression = await problem(
+          await postJob(api, { dataset: 'numbers', format: 'csv', compression: 'zip' }),
+          422,
+          'VALIDATION_FAILED',
+        );
+        expect(compression.field).toBe('compression');
+      });
+
+      it('answers 429 with Retry-After when every slot is taken', async () => {
+        const { api, manager, release } = await setup();
+        const jobs: string[] = [];
+        for (let i = 0; i < 2; i++) {
+          const response = await postJob(api, { dataset: 'blocking', format: 'csv' });
+          expect(response.status).toBe(202);
+          jobs.push((await json(response, 'Job')).id as string);
+        }
+        const response = await postJob(api, { dataset: 'numbers', format: 'csv' });
+        const details = await problem(response, 429, 'BACKPRESSURE');
+        const retryAfter = Number(response.headers.get('retry-after'));
+        expect(Number.isInteger(retryAfter) && retryAfter >= 1).toBe(true);
+        expect(details.retryAfterSeconds).toBe(retryAfter);
+        release();
+        for (const id of jobs) expect((await manager.wait(id)).status).toBe('succeeded');
+      });
+
+      it('answers 503 with Retry-After while shutting down', async () => {
+        const { api, manager } = await setup();
+        await manager.close();
+        const response = await postJob(api, { dataset: 'numbers', format: 'csv' });
+        await problem(response, 503, 'SHUTTING_DOWN');
+        expect(Number(response.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      });
+    });
+
+    describe('GET /jobs', () => {
+      it('pages through the caller’s jobs, newest first, and filters by status', async () => {
+        const fixture = await setup();
+        const ids: string[] = [];
+        for (let i = 0; i < 3; i++)
+          ids.push((await finishedJob(fixture, { dataset: 'numbers', format: 'csv' }, 'alice')).id);
+        await finishedJob(fixture, { dataset: 'numbers', format: 'csv' }, 'bob');
+        const headers = { 'x-owner': 'alice' };
+        const first = (await json(await fetch(`${fixture.api}/jobs?limit=2`, { headers }), 'JobList')) as {
+          jobs: { id: string }[];
+          nextCursor: string | null;
+        };
+        expect(first.jobs).toHaveLength(2);
+        expect(first.nextCursor).toEqual(expect.any(String));
+        const second = (await json(
+          await fetch(`${fixture.api}/jobs?limit=2&cursor=${encodeURIComponent(first.nextCursor!)}`, {
+            headers,
+          }),
+          'JobList',
+        )) as { jobs: { id: string }[]; nextCursor: string | null };
+        expect(second.nextCursor).toBeNull();
+        expect([...first.jobs, ...second.jobs].map((job) => job.id).sort()).toEqual([...ids].sort());
+        const succeeded = await json(
+          await fetch(`${fixture.api}/jobs?status=succeeded`, { headers }),
+          'JobList',
+        );
+        expect((succeeded.jobs as unknown[]).length).toBe(3);
+        const failed = await json(await fetch(`${fixture.api}/jobs?status=failed`, { headers }), 'JobList');
+        expect(failed.jobs).toEqual([]);
+      });
+
+      it('answers 400 for a bad query', async () => {
+        const { api } = await setup();
+        for (const query of [
+          'limit=abc',
+          'limit=0',
+          'limit=5000',
+          'status=bogus',
+          'cursor=garbage',
+          'sort=asc',
+          'limit=1&limit=2',
+        ]) {
+          await problem(await fetch(`${api}/jobs?${query}`), 400, 'BAD_REQUEST', 'VALIDATION_FAILED');
+        }
+      });
+    });
+
+    describe('GET /jobs/:id and DELETE /jobs/:id', () => {
+      it('shows a job with links and 404s an unknown one', async () => {
+        const fixture = await setup();
+        const job = await finishedJob(fixture, { dataset: 'numbers', format: 'json' });
+        const body = await json(await fetch(`${fixture.api}/jobs/${job.id}`), 'Job');
+        expect(body).toMatchObject({
+          id: job.id,
+          dataset: 'numbers',
+          format: 'json',
+          status: 'succeeded',
+          queuePosition: null,
+          error: null,
+          file: { bytes: expect.any(Number), sha256: expect.stringMatching(/^[0-9a-f]{64}$/) },
+          links: { self: `/export/jobs/${job.id}`, download: `/export/jobs/${job.id}/download` },
+        });
+        await problem(await fetch(`${fixture.api}/jobs/exp_AAAAAAAAAAAAAAAAAAAAAA`), 404, 'NOT_FOUND');
+      });
+
+      it('cancels a running job on DELETE and forgets it', async () => {
+        const { api, manager, directory } = await setup();
+        const started = nextEvent(manager, 'job:started');
+        const job = await json(await postJob(api, { dataset: 'blocking', format: 'csv' }), 'Job');
+        await started;
+        expect(manager.inFlight).toBe(1);
+        const deleted = await fetch(`${api}/jobs/${job.id}`, { method: 'DELETE' });
+        expect(deleted.status).toBe(204);
+        expect(await deleted.text()).toBe('');
+        expect(manager.inFlight).toBe(0);
+        await problem(await fetch(`${api}/jobs/${job.id}`), 404, 'NOT_FOUND');
+        await problem(await fetch(`${api}/jobs/${job.id}`, { method: 'DELETE' }), 404, 'NOT_FOUND');
+        expect((await readdir(directory)).filter((name) => name.startsWith(job.id as string))).toEqual([]);
+      });
+
+      it('removes a finished job’s file on DELETE', async () => {
+        const fixture = await setup();
+        const job = await finishedJob(fixture, { dataset: 'numbers', format: 'csv' });
+        expect((await readdir(fixture.directory)).some((name) => name.startsWith(job.id))).toBe(true);
+        expect((await fetch(`${fixture.api}/jobs/${job.id}`, { method: 'DELETE' })).status).toBe(204);
+        expect((await readdir(fixture.directory)).some((name) => name.startsWith(job.id))).toBe(false);
+        await problem(await fetch(`${fixture.api}/jobs/${job.id}/download`), 404, 'NOT_FOUND');
+      });
+    });
+
+    describe('GET|HEAD /jobs/:id/download', () => {
+      async function downloadable(fixture: Fixture) {
+        const job = await finishedJob(fixture, {
+          dataset: 'numbers',
+          format: 'csv',
+          params: { count: NUMBERS_FOR_RANGES },
+          filename: 'Zahlen für Ü',
+        });
+        const url = `${fixture.server.url}${job.links.download ?? `/export/jobs/${job.id}/download`}`;
+        const whole = await fetch(url);
+        expect(whole.status).toBe(200);
+        const bytes = Buffer.from(await whole.arrayBuffer());
+        return { job, url, whole, bytes };
+      }
+
+      it('serves the whole file with its headers', async () => {
+        const fixture = await setup();
+        const { url, whole, bytes } = await downloadable(fixture);
+        expect(bytes.length).toBeGreaterThan(300);
+        expect(whole.headers.get('content-type')).toMatch(/^text\/csv/);
+        expect(whole.headers.get('content-length')).toBe(String(bytes.length));
+        expect(whole.headers.get('accept-ranges')).toBe('bytes');
+        expect(whole.headers.get('cache-control')).toMatch(/private/);
+        expect(whole.headers.get('etag')).toBe(`"${createHash('sha256').update(bytes).digest('hex')}"`);
+        expect(whole.headers.get('content-disposition')).toBe(
+          `attachment; filename="Zahlen fur U.csv"; filename*=UTF-8''Zahlen%20f%C3%BCr%20%C3%9C.csv`,
+        );
+        expect(bytes.toString('utf8').split('\n')[0]).toBe('id,Name');
+        const head = await fetch(url, { method: 'HEAD' });
+        expect(head.status).toBe(200);
+        expect(head.headers.get('content-length')).toBe(String(bytes.length));
+        expect(head.headers.get('etag')).toBe(whole.headers.get('etag'));
+        expect(await head.text()).toBe('');
+      });
+
+      it('serves single ranges with 206 and refuses unsatisfiable ones with 416', async () => {
+        const fixture = await setup();
+        const { url, bytes } = await downloadable(fixture);
+        const size = bytes.length;
+        const cases: [string, number, number][] = [
+          ['bytes=0-99', 0, 99],
+          ['bytes=-100', size - 100, size - 1],
+          ['bytes=100-', 100, size - 1],
+        ];
+        for (const [range, start, end] of cases) {
+          const response = await fetch(url, { headers: { range } });
+          expect(response.status).toBe(206);
+          expect(response.headers.get('content-range')).toBe(`bytes ${start}-${end}/${size}`);
+          expect(response.headers.get('content-length')).toBe(String(end - start + 1));
+          expect(Buffer.from(await response.arrayBuffer()).equals(bytes.subarray(start, end + 1))).toBe(true);
+        }
+        const head = await fetch(url, { method: 'HEAD', headers: { range: 'bytes=0-9' } });
+        expect(head.status).toBe(206);
+        expect(head.headers.get('content-length')).toBe('10');
+        expect(await head.text()).toBe('');
+        const unsatisfiable = await fetch(url, { headers: { range: `bytes=${size}-` } });
+        expect(unsatisfiable.headers.get('content-range')).toBe(`bytes */${size}`);
+        await problem(unsatisfiable, 416, 'RANGE_NOT_SATISFIABLE');
+        // Several ranges: the whole file (documented choice).
+        const several = await fetch(url, { headers: { range: 'bytes=0-9,200-209' } });
+        expect(several.status).toBe(200);
+        expect(Buffer.from(await several.arrayBuffer()).equals(bytes)).toBe(true);
+        // A stale If-Range: the whole file.
+        const stale = await fetch(url, { headers: { range: 'bytes=0-9', 'if-range': '"other"' } });
+        expect(stale.status).toBe(200);
+        expect((await stale.arrayBuffer()).byteLength).toBe(size);
+      });
+
+      it('answers 304 for a matching If-None-Match', async () => {
+        const fixture = await setup();
+        const { url, whole } = await downloadable(fixture);
+        const etag = whole.headers.get('etag')!;
+        for (const value of [etag, `W/${etag}`, `"other", ${etag}`, '*']) {
+          const response = await fetch(url, { headers: { 'if-none-match': value } });
+          expect(response.status).toBe(304);
+          expect(response.headers.get('etag')).toBe(etag);
+          expect(await response.text()).toBe('');
+        }
+        const changed = await fetch(url, { headers: { 'if-none-match': '"other"' } });
+        expect(changed.status).toBe(200);
+        await changed.arrayBuffer();
+      });
+
+      it('answers 409 while the job runs and 410 once its file expired', async () => {
+        const clock = { now: Date.parse('2025-01-01T00:00:00Z') };
+        const fixture = await setup({ manager: { now: () => clock.now, retention: { maxAgeMs: 60_000 } } });
+        const started = nextEvent(fixture.manager, 'job:started');
+        const running = await json(await postJob(fixture.api, { dataset: 'blocking', format: 'csv' }), 'Job');
+        await started;
+        await problem(await fetch(`${fixture.api}/jobs/${running.id}/download`), 409, 'JOB_NOT_READY');
+        fixture.release();
+        await fixture.manager.wait(running.id as string);
+        clock.now += 120_000;
+        expect((await fixture.manager.sweep()).expired).toBe(1);
+        await problem(await fetch(`${fixture.api}/jobs/${running.id}/download`), 410, 'JOB_EXPIRED');
+        expect(await json(await fetch(`${fixture.api}/jobs/${running.id}`), 'Job')).toMatchObject({
+          status: 'expired',
+          links: { download: null },
+        });
+      });
+
+      it('404s ids that are not job ids, touching nothing on disk', async () => {
+        const fixture = await setup();
+        const job = await finishedJob(fixture, { dataset: 'numbers', format: 'csv' });
+        const before = (await readdir(fixture.directory)).sort();
+        const ids = [
+          '..%2F..%2Fetc%2Fpasswd',
+          '..%2Fsentinel.txt',
+          'exp_..',
+          `exp_${'A'.repeat(5000)}`,
+          '%E0%A4%A',
+          `${job.id}%00`,
+        ];
+        for (const id of ids) {
+          for (const suffix of ['', '/download']) {
+            for (const method of ['GET', 'DELETE']) {
+              if (suffix && method === 'DELETE') continue;
+              await problem(await fetch(`${fixture.api}/jobs/${id}${suffix}`, { method }), 404, 'NOT_FOUND');
+            }
+          }
+        }
+        await problem(await fetch(`${fixture.api}/jobs/exp_../x`), 404, 'NOT_FOUND');
+        await problem(await fetch(`${fixture.api}/jobs/exp_../download`), 404, 'NOT_FOUND');
+        expect((await readdir(fixture.directory)).sort()).toEqual(before);
+        expect(await readFile(fixture.sentinel, 'utf8')).toBe('do not touch');
+        expect(
+          (await fetch(`${fixture.api}/jobs/${job.id}/download`).then((r) => r.arrayBuffer())).byteLength,
+        ).toBeGreaterThan(0);
+      });
+    });
+
+    describe('owners', () => {
+      it('hides another owner’s job: get, download, delete, list', async () => {
+        const fixture = await setup();
+        const job = await finishedJob(fixture, { dataset: 'owned', format: 'json' }, 'alice');
+        const asAlice = { 'x-owner': 'alice' };
+        const mine = await fetch(`${fixture.api}/jobs/${job.id}/download`, { headers: asAlice });
+        expect(mine.status).toBe(200);
+        // The data, not the job's manifest (`<id>.json` sits next to the file).
+        expect(JSON.parse(await mine.text())).toEqual([{ secret: 'only for my owner' }]);
+        for (const headers of [{ 'x-owner': 'bob' }, {}] as Record<string, string>[]) {
+          await problem(await fetch(`${fixture.api}/jobs/${job.id}`, { headers }), 404, 'NOT_FOUND');
+          await problem(await fetch(`${fixture.api}/jobs/${job.id}/download`, { headers }), 404, 'NOT_FOUND');
+          await problem(
+            await fetch(`${fixture.api}/jobs/${job.id}`, { method: 'DELETE', headers }),
+            404,
+            'NOT_FOUND',
+          );
+          const list = await json(await fetch(`${fixture.api}/jobs`, { headers }), 'JobList');
+          expect(list.jobs).toEqual([]);
+        }
+        const still = await json(await fetch(`${fixture.api}/jobs/${job.id}`, { headers: asAlice }), 'Job');
+        expect(still.status).toBe('succeeded');
+      });
+
+      it('keeps another owner from cancelling a running job', async () => {
+        const { api, manager } = await setup();
+        const started = nextEvent(manager, 'job:started');
+        const job = await json(
+          await postJob(api, { dataset: 'blocking', format: 'csv' }, { 'x-owner': 'alice' }),
+          'Job',
+        );
+        await started;
+        await problem(
+          await fetch(`${api}/jobs/${job.id}`, { method: 'DELETE', headers: { 'x-owner': 'bob' } }),
+          404,
+          'NOT_FOUND',
+        );
+        expect(manager.inFlight).toBe(1);
+        expect((await manager.get(job.id as string, { owner: 'alice' })).status).toBe('running');
+      });
+    });
+
+    describe('signed download links', () => {
+      it('downloads without identify until the link expires', async () => {
+        const fixture = await setup();
+        const job = await finishedJob(fixture, { dataset: 'owned', format: 'json' }, 'alice');
+        const expires = Math.floor(fixture.clock.now / 1000) + 600;
+        const path = signDownloadPath(SECRET, { jobId: job.id, owner: 'alice', expires, prefix: '/export' });
+        const response = await fetch(`${fixture.server.url}${path}`);
+        expect(response.status).toBe(200);
+        expect(JSON.parse(await response.text())).toEqual([{ secret: 'only for my owner' }]);
+        fixture.clock.now += 601_000;
+        const expired = await problem(await fetch(`${fixture.server.url}${path}`), 403, 'FORBIDDEN');
+        expect(expired.detail).toMatch(/expired/);
+      });
+
+      it('refuses an altered link with 403', async () => {
+        const fixture = await setup();
+        const job = await finishedJob(fixture, { dataset: 'owned', format: 'json' }, 'alice');
+        const expires = Math.floor(fixture.clock.now / 1000) + 600;
+        const path = signDownloadPath(SECRET, { jobId: job.id, owner: 'alice', expires, prefix: '/export' });
+        const url = new URL(`${fixture.server.url}${path}`);
+        const altered = [
+          (u: URL) => u.searchParams.set('owner', 'bob'),
+          (u: URL) => u.searchParams.set('expires', String(expires + 3600)),
+          (u: URL) => {
+            const sig = u.searchParams.get('sig')!;
+            u.searchParams.set('sig', `${sig[0] === 'A' ? 'B' : 'A'}${sig.slice(1)}`);
+          },
+          (u: URL) => u.searchParams.delete('sig'),
+          (u: URL) => u.searchParams.set('sig', 'short'),
+        ];
+        for (const alter of altered) {
+          const copy = new URL(url);
+          alter(copy);
+          await problem(await fetch(copy), 403, 'FORBIDDEN');
+        }
+        // Signed for another job: the signature does not carry over.
+        const other = await finishedJob(fixture, { dataset: 'owned', format: 'json' }, 'alice');
+        await problem(
+          await fetch(`${fixture.server.url}${path.replace(job.id, other.id)}`),
+          403,
+          'FORBIDDEN',
+        );
+      });
+
+      it('refuses signed links when signing is not configured', async () => {
+        const fixture = await setup({ routes: { signing: undefined } });
+        const job = await finishedJob(fixture, { dataset: 'owned', format: 'json' }, 'alice');
+        const path = signDownloadPath(SECRET, {
+          jobId: job.id,
+          owner: 'alice',
+          expires: Math.floor(Date.now() / 1000) + 600,
+        });
+        await problem(await fetch(`${fixture.server.url}${path}`), 403, 'FORBIDDEN');
+      });
+    });
+
+    describe('GET /stream/:dataset', () => {
+      it('streams an export with download headers', async () => {
+        const { api } = await setup();
+        const response = await fetch(
+          `${api}/stream/numbers?format=csv&columns=id,name&count=3&filename=three`,
+        );
+        expect(response.status).toBe(200);
+        expect(response.headers.get('content-type')).toMatch(/^text\/csv/);
+        expect(response.headers.get('content-disposition')).toBe('attachment; filename="three.csv"');
+        expect(response.headers.get('cache-control')).toBe('no-store');
+        expect(response.headers.get('x-content-type-options')).toBe('nosniff');
+        expect((await response.text()).trim().split('\n')).toEqual([
+          'id,Name',
+          '0,row 0',
+          '1,row 1',
+          '2,row 2',
+        ]);
+      });
+
+      it('streams NDJSON, gzip-compressed on request', async () => {
+        const { api } = await setup();
+        const response = await fetch(`${api}/stream/numbers?format=ndjson&count=2&compression=gzip`);
+        expect(response.status).toBe(200);
+        expect(response.headers.get('content-type')).toBe('application/gzip');
+        const text = gunzipSync(Buffer.from(await response.arrayBuffer())).toString('utf8');
+        expect(
+          text
+            .trim()
+            .split('\n')
+            .map((line) => JSON.parse(line)),
+        ).toEqual([
+          { id: 0, name: 'row 0' },
+          { id: 1, name: 'row 1' },
+        ]);
+      });
+
+      it('answers 404 for an unknown dataset and 422 for bad params, columns or format', async () => {
+        const { api } = await setup();
+        await problem(await fetch(`${api}/stream/nope?format=csv`), 404, 'UNKNOWN_DATASET');
+        const param = await problem(
+          await fetch(`${api}/stream/numbers?format=csv&count=ten`),
+          422,
+          'INVALID_PARAMS',
+        );
+        expect(param.field).toBe('params.count');
+        await problem(await fetch(`${api}/stream/numbers?format=csv&colour=red`), 422, 'INVALID_PARAMS');
+        await problem(await fetch(`${api}/stream/numbers?format=csv&columns=id,nope`), 422, 'UNKNOWN_COLUMN');
+        await problem(await fetch(`${api}/stream/numbers?format=xml`), 422, 'UNKNOWN_FORMAT');
+        await problem(await fetch(`${api}/stream/numbers?format=csv&format=json`), 400, 'BAD_REQUEST');
+      });
+
+      it('answers exactly one of three requests with 429 when two slots are held', async () => {
+        const { api, manager, release } = await setup();
+        const bothStarted = events(manager, 'stream:started', 2);
+        const rejected = nextEvent(manager, 'rejected');
+        const requests = [1, 2, 3].map(() =>
+          fetch(`${api}/stream/blocking?format=csv`).then(async (response) => ({
+            status: response.status,
+            retryAfter: response.headers.get('retry-after'),
+            body: await response.text(),
+            contentType: response.headers.get('content-type'),
+          })),
+        );
+        await Promise.all([bothStarted, rejected]);
+        expect(manager.inFlight).toBe(2);
+        release();
+        const responses = await Promise.all(requests);
+        expect(responses.map((response) => response.status).sort()).toEqual([200, 200, 429]);
+        const refused = responses.find((response) => response.status === 429)!;
+        expect(Number(refused.retryAfter)).toBeGreaterThanOrEqual(1);
+        expect(refused.contentType).toBe('application/problem+json');
+        const body = JSON.parse(refused.body) as Record<string, unknown>;
+        assertMatchesSchema('Problem', body);
+        expect(body).toMatchObject({
+          status: 429,
+          code: 'BACKPRESSURE',
+          retryAfterSeconds: Number(refused.retryAfter),
+        });
+        for (const response of responses.filter((r) => r.status === 200)) {
+          expect(response.body.trim().split('\n')).toEqual(['id', '1', '2']);
+        }
+      });
+
+      it('frees the slot at once when the client goes away mid-export', async () => {
+        const { api, manager } = await setup({ manager: { maxConcurrent: 1 } });
+        const started = nextEvent(manager, 'stream:started');
+        const finished = nextEvent(manager, 'stream:finished');
+        const request = httpRequest(`${api}/stream/blocking?format=csv`);
+        request.on('error', () => {});
+        request.end();
+        await started;
+        expect(manager.inFlight).toBe(1);
+        request.destroy();
+        const [summary] = await finished;
+        expect(summary.outcome).not.toBe('succeeded');
+        expect(manager.inFlight).toBe(0);
+        // The blocking source never got to finish, yet the only slot is free again.
+        const next = await fetch(`${api}/stream/numbers?format=csv&count=1`);
+        expect(next.status).toBe(200);
+        expect((await next.text()).trim().split('\n')).toEqual(['id,Name', '0,row 0']);
+      });
+
+      it('answers 503 while shutting down', async () => {
+        const { api, manager } = await setup();
+        await manager.close();
+        const response = await fetch(`${api}/stream/numbers?format=csv`);
+        await problem(response, 503, 'SHUTTING_DOWN');
+        expect(Number(response.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      });
+    });
+  });
+}
+
+// ---- helpers ----------------------------------------------------------------------------
+
+function postJob(api: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(`${api}/jobs`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
+
+/** Reads a JSON body, checking its media type and the OpenAPI schema. */
+async function json(response: Response, schema: string): Promise<Record<string, unknown>> {
+  const text = await response.text();
+  expect(response.headers.get('content-type'), text).toMatch(/^application\/json/);
+  const body = JSON.parse(text) as Record<string, unknown>;
+  assertMatchesSchema(schema, body);
+  return body;
+}
+
+/** Checks a problem response (status, media type, schema, code) and returns its body. */
+async function problem(
+  response: Response,
+  status: number,
+  code: string,
+  ...otherCodes: string[]
+): Promise<Record<string, unknown>> {
+  const text = await response.text();
+  expect(response.status, text).toBe(status);
+  expect(response.headers.get('content-type')).toBe('application/problem+json');
+  const body = JSON.parse(text) as Record<string, unknown>;
+  assertMatchesSchema('Problem', body);
+  expect(body.status).toBe(status);
+  expect([code, ...otherCodes]).toContain(body.code);
+  expect(body.type).toBe(
+    `https://spark-export.dev/problems/${String(body.code).toLowerCase().replace(/_/g, '-')}`,
+  );
+  return body;
+}
+
+/** The value of one Prometheus sample with exactly these labels. */
+function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
+  for (const line of text.split('\n')) {
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const found = Object.fromEntries(
+      [...(match[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)].map((m) => [
+        m[1],
+        m[2],
+      ]),
+    );
+    const keys = Object.keys(labels);
+    if (Object.keys(found).length === keys.length && keys.every((key) => found[key] === labels[key])) {
+      return Number(match[3]);
+    }
+  }
+  return undefined;
+}
+
+/** A request through node:http, for what fetch cannot express (chunked uploads). */
+function rawRequest(
+  url: string,
+  options: { method: string; headers: Record<string, string>; chunks: string[] },
+): Promise<{ status: number; headers: IncomingMessage['headers']; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(url, { method: options.method, headers: options.headers }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () =>
+        resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(chunks) }),
+      );
+      response.on('error', reject);
+    });
+    request.on('error', reject);
+    for (const chunk of options.chunks) request.write(chunk);
+    request.end();
+  });
+}

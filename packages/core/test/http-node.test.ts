@@ -1,0 +1,196 @@
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { describe, expect, it, vi } from 'vitest';
+import { ExportError } from '../src/errors.js';
+import { ExportManager } from '../src/export-manager.js';
+import {
+  attachmentDisposition,
+  createDownloadSigner,
+  createExportHandler,
+  type ExportHttpRequest,
+  signDownloadPath,
+  toNodeHandler,
+  verifyDownloadSignature,
+} from '../src/http/index.js';
+import { assertMatchesSchema } from './contract/openapi.js';
+import { runContractSuite } from './contract/suite.js';
+
+runContractSuite('node:http', async (manager, options) => {
+  const handler = toNodeHandler(createExportHandler(manager, options), {
+    onNotFound: (req, res) => {
+      if (req.method === 'GET' && req.url === '/host/ping') {
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('pong');
+      } else {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+      }
+    },
+  });
+  const server = createServer(handler);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve, reject) =>
+        server.close((error) => (error ? reject(error) : resolve())),
+      );
+    },
+  };
+});
+
+function request(path: string, init: Partial<ExportHttpRequest> = {}): ExportHttpRequest {
+  return {
+    method: 'GET',
+    path,
+    query: new URLSearchParams(),
+    headers: {},
+    signal: new AbortController().signal,
+    ...init,
+  };
+}
+
+describe('createExportHandler', () => {
+  it('answers an error that is not the library’s with a generic 500 and reports it', async () => {
+    const onError = vi.fn();
+    const failure = new Error('connection to db.internal:5432 refused at /srv/app/auth.js:12');
+    const manager = new ExportManager({ datasets: { a: { source: () => [] } } });
+    const handler = createExportHandler(manager, {
+      identify: () => {
+        throw failure;
+      },
+      onError,
+    });
+    const incoming = request('/export/datasets');
+    const response = await handler(incoming);
+    expect(response?.status).toBe(500);
+    expect(response?.headers['content-type']).toBe('application/problem+json');
+    const body = JSON.parse(String(response?.body)) as Record<string, unknown>;
+    assertMatchesSchema('Problem', body);
+    expect(body).toEqual({
+      type: 'https://spark-export.dev/problems/internal',
+      title: 'Internal Server Error',
+      status: 500,
+      detail: 'An internal error occurred',
+      code: 'INTERNAL',
+    });
+    expect(String(response?.body)).not.toMatch(/db\.internal|\/srv|auth\.js/);
+    expect(onError).toHaveBeenCalledWith(failure, incoming);
+  });
+
+  it('answers an ExportError thrown by identify as such, without reporting it', async () => {
+    const onError = vi.fn();
+    const manager = new ExportManager({ metrics: false });
+    const handler = createExportHandler(manager, {
+      identify: () => {
+        throw new ExportError('FORBIDDEN', 403, 'Exports are for admins');
+      },
+      onError,
+    });
+    const response = await handler(request('/export/jobs'));
+    expect(response?.status).toBe(403);
+    expect(JSON.parse(String(response?.body))).toMatchObject({
+      code: 'FORBIDDEN',
+      detail: 'Exports are for admins',
+    });
+    expect(onError).not.toHaveBeenCalled();
+  });
+
+  it('returns undefined outside its prefix and honours a custom prefix', async () => {
+    const manager = new ExportManager({ metrics: false });
+    const handler = createExportHandler(manager, { prefix: '/api/exports/' });
+    expect(handler.prefix).toBe('/api/exports');
+    expect(await handler(request('/export/status'))).toBeUndefined();
+    expect(await handler(request('/api/exportsx'))).toBeUndefined();
+    expect((await handler(request('/api/exports/status')))?.status).toBe(200);
+  });
+
+  it('answers downloads with X-Accel-Redirect and no body when asked', async () => {
+    const { mkdtemp, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const directory = await mkdtemp(join(tmpdir(), 'spark-export-accel-'));
+    const manager = new ExportManager({ directory, datasets: { a: { source: () => [{ x: 1 }] } } });
+    try {
+      const handler = createExportHandler(manager, { accelRedirect: { prefix: '/_files/' } });
+      const job = await manager.start({ dataset: 'a', format: 'csv' });
+      await manager.wait(job.id);
+      const response = await handler(request(`/export/jobs/${job.id}/download`));
+      expect(response?.status).toBe(200);
+      expect(response?.headers['x-accel-redirect']).toBe(`/_files/${job.id}.csv`);
+      expect(response?.headers['content-disposition']).toMatch(/^attachment; filename="a-/);
+      expect(response?.body).toBeUndefined();
+    } finally {
+      await manager.close();
+      await rm(directory, { recursive: true, force: true });
+    }
+  });
+
+  it('signs links only with a signing secret', () => {
+    const manager = new ExportManager({ metrics: false });
+    expect(() => createExportHandler(manager).signDownloadUrl('exp_AAAAAAAAAAAAAAAAAAAAAA')).toThrow(
+      /signing/,
+    );
+    expect(() => createExportHandler(manager, { signing: { secret: 'short' } })).toThrow(/at least 16 bytes/);
+    const handler = createExportHandler(manager, {
+      signing: { secret: 'x'.repeat(32) },
+      now: () => 1_000_000,
+    });
+    expect(handler.signDownloadUrl('exp_AAAAAAAAAAAAAAAAAAAAAA', { owner: 'a b' })).toMatch(
+      /^\/export\/jobs\/exp_A{22}\/download\?expires=4600&owner=a\+b&sig=[A-Za-z0-9_-]{43}$/,
+    );
+  });
+});
+
+describe('attachmentDisposition', () => {
+  it('strips CR/LF, quotes, slashes and backslashes and keeps the UTF-8 name apart', () => {
+    const header = attachmentDisposition('a"b\r\n/c\\d ü.csv');
+    expect(header).toBe(`attachment; filename="abcd u.csv"; filename*=UTF-8''abcd%20%C3%BC.csv`);
+    expect(header).not.toMatch(/[\r\n]/);
+  });
+
+  it('keeps plain names plain and never gives an empty or hidden name', () => {
+    expect(attachmentDisposition('orders 2025.csv')).toBe('attachment; filename="orders 2025.csv"');
+    expect(attachmentDisposition('../../.env')).toBe('attachment; filename="env"');
+    expect(attachmentDisposition('\r\n')).toBe('attachment; filename="download"');
+    expect(attachmentDisposition('日本.csv')).toBe(
+      `attachment; filename="__.csv"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.csv`,
+    );
+  });
+});
+
+describe('download signatures', () => {
+  const secret = 'a-secret-of-enough-length';
+  const jobId = 'exp_AAAAAAAAAAAAAAAAAAAAAA';
+
+  it('verifies its own links and tells expired from altered', () => {
+    const path = signDownloadPath(secret, { jobId, owner: 'alice', expires: 2000 });
+    const query = new URL(path, 'http://x').searchParams;
+    const input = {
+      jobId,
+      owner: query.get('owner'),
+      expires: query.get('expires'),
+      signature: query.get('sig'),
+    };
+    expect(verifyDownloadSignature(secret, input, 1_999_999)).toBe('valid');
+    expect(verifyDownloadSignature(secret, input, 2_000_000)).toBe('expired');
+    expect(verifyDownloadSignature(secret, { ...input, owner: 'bob' }, 0)).toBe('invalid');
+    expect(verifyDownloadSignature(secret, { ...input, owner: null }, 0)).toBe('invalid');
+    expect(verifyDownloadSignature('another-secret-of-length', input, 0)).toBe('invalid');
+    expect(verifyDownloadSignature(secret, { ...input, expires: '2000.5' }, 0)).toBe('invalid');
+  });
+
+  it('signs with a default lifetime from a signer', () => {
+    let now = 10_000;
+    const signer = createDownloadSigner({ secret, prefix: '/x/', ttlSeconds: 60, now: () => now });
+    const path = signer.sign(jobId);
+    expect(path.startsWith(`/x/jobs/${jobId}/download?expires=70&sig=`)).toBe(true);
+    const query = new URL(path, 'http://x').searchParams;
+    const input = { jobId, expires: query.get('expires'), signature: query.get('sig') };
+    expect(signer.verify(input)).toBe('valid');
+    now = 70_000;
+    expect(signer.verify(input)).toBe('expired');
+  });
+});

@@ -1,0 +1,71 @@
+import { Validator } from '@seriousme/openapi-schema-validator';
+import { describe, expect, it } from 'vitest';
+import { assertMatchesSchema, loadOpenApiDocument, schemaNames } from './contract/openapi.js';
+
+describe('docs/openapi.yaml', () => {
+  it('is a valid OpenAPI 3.1 document', async () => {
+    const validator = new Validator();
+    const result = await validator.validate(loadOpenApiDocument());
+    expect(result.errors ?? []).toEqual([]);
+    expect(result.valid).toBe(true);
+    expect(validator.version).toBe('3.1');
+  });
+
+  it('declares every route of the HTTP API and nothing else', () => {
+    const paths = loadOpenApiDocument().paths as Record<string, Record<string, unknown>>;
+    const operations = Object.entries(paths).flatMap(([path, item]) =>
+      Object.keys(item)
+        .filter((key) => ['get', 'head', 'post', 'put', 'patch', 'delete', 'options'].includes(key))
+        .map((method) => `${method.toUpperCase()} ${path}`),
+    );
+    expect(operations.sort()).toEqual(
+      [
+        'GET /status',
+        'HEAD /status',
+        'GET /metrics',
+        'GET /datasets',
+        'POST /jobs',
+        'GET /jobs',
+        'GET /jobs/{id}',
+        'DELETE /jobs/{id}',
+        'GET /jobs/{id}/download',
+        'HEAD /jobs/{id}/download',
+        'GET /stream/{dataset}',
+      ].sort(),
+    );
+  });
+
+  it('compiles every component schema with Ajv (draft 2020-12)', () => {
+    expect(schemaNames()).toEqual(
+      expect.arrayContaining(['Job', 'JobList', 'Problem', 'Status', 'DatasetList', 'CreateJobRequest']),
+    );
+  });
+
+  it('rejects bodies that do not match, naming the path', () => {
+    expect(() => assertMatchesSchema('Status', { status: 'ok' })).toThrow(/version/);
+    expect(() =>
+      assertMatchesSchema('Problem', {
+        type: 'https://spark-export.dev/problems/not-found',
+        title: 'Not Found',
+        status: 404,
+        detail: 'No such export job',
+        code: 'NOT_FOUND',
+        stack: 'Error: at /srv/app.js:1',
+      }),
+    ).toThrow(/additional/);
+    expect(() => assertMatchesSchema('Nope', {})).toThrow(/no component schema/);
+  });
+
+  it('accepts a create-job request of the documented shape', () => {
+    assertMatchesSchema('CreateJobRequest', {
+      dataset: 'orders',
+      format: 'csv',
+      params: { from: '2025-01-01' },
+      columns: ['id', 'total'],
+      compression: 'gzip',
+    });
+    expect(() =>
+      assertMatchesSchema('CreateJobRequest', { dataset: 'orders', format: 'csv', extra: 1 }),
+    ).toThrow();
+  });
+});
