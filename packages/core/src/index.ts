@@ -59,6 +59,7 @@ export {
   createExportHandler,
   type DownloadSigner,
   type DownloadSignerOptions,
+  EXPORT_ROUTES,
   type ExportHttpHandler,
   type ExportHttpRequest,
   type ExportHttpResponse,

@@ -97,7 +97,7 @@ export interface ExportRoutesHandler extends ExportHttpHandler {
   signDownloadUrl(jobId: string, options?: { owner?: string | undefined; expiresInSeconds?: number }): string;
 }
 
-type RouteName = 'status' | 'metrics' | 'datasets' | 'jobs' | 'job' | 'download' | 'stream';
+export type RouteName = 'status' | 'metrics' | 'datasets' | 'jobs' | 'job' | 'download' | 'stream';
 
 interface Route {
   name: RouteName;
@@ -105,15 +105,24 @@ interface Route {
   param?: string;
 }
 
-const ALLOWED: Record<RouteName, readonly string[]> = {
-  status: ['GET', 'HEAD'],
-  metrics: ['GET'],
-  datasets: ['GET'],
-  jobs: ['GET', 'POST'],
-  job: ['GET', 'DELETE'],
-  download: ['GET', 'HEAD'],
-  stream: ['GET'],
-};
+/**
+ * The API's routes, relative to the prefix, in Express/Fastify path syntax. Adapters that
+ * register routes one by one (Fastify, for `printRoutes()` and per-route hooks) read them here.
+ */
+export const EXPORT_ROUTES: readonly { name: RouteName; path: string; methods: readonly string[] }[] = [
+  { name: 'status', path: '/status', methods: ['GET', 'HEAD'] },
+  { name: 'metrics', path: '/metrics', methods: ['GET'] },
+  { name: 'datasets', path: '/datasets', methods: ['GET'] },
+  { name: 'jobs', path: '/jobs', methods: ['GET', 'POST'] },
+  { name: 'job', path: '/jobs/:id', methods: ['GET', 'DELETE'] },
+  { name: 'download', path: '/jobs/:id/download', methods: ['GET', 'HEAD'] },
+  { name: 'stream', path: '/stream/:dataset', methods: ['GET'] },
+];
+
+const ALLOWED = Object.fromEntries(EXPORT_ROUTES.map((route) => [route.name, route.methods])) as Record<
+  RouteName,
+  readonly string[]
+>;
 
 const JOB_REQUEST_FIELDS = ['dataset', 'format', 'params', 'columns', 'filename', 'compression'] as const;
 const LIST_QUERY_KEYS = new Set(['status', 'limit', 'cursor']);

@@ -1,6 +1,7 @@
 export { attachmentDisposition, sanitizeFilename } from './download.js';
 export {
   createExportHandler,
+  EXPORT_ROUTES,
   type ExportRoutesHandler,
   type ExportRoutesOptions,
   type JobResource,

@@ -1,0 +1,87 @@
+// Shared by the adapter packages' own tests (not only the contract suite): managers, temp dirs,
+// servers on 127.0.0.1:0, cleaned up by `cleanup()` in `afterEach`.
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ExportManager, type ExportManagerOptions } from '@spark-export/core';
+
+export interface Deferred<T = void> {
+  promise: Promise<T>;
+  resolve: (value: T) => void;
+}
+
+export function deferred<T = void>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((res) => {
+    resolve = res;
+  });
+  return { promise, resolve };
+}
+
+/** Managers and temp directories made by a test, cleaned up by `cleanup()` in `afterEach`. */
+const managers: ExportManager[] = [];
+const directories: string[] = [];
+
+export async function tempDir(): Promise<string> {
+  const directory = await mkdtemp(join(tmpdir(), 'spark-export-adapter-'));
+  directories.push(directory);
+  return directory;
+}
+
+/** A manager with a `numbers` dataset of `params.rows` rows (default 3). */
+export async function createManager(options: ExportManagerOptions = {}): Promise<ExportManager> {
+  const manager = new ExportManager({
+    directory: await tempDir(),
+    metrics: false,
+    datasets: {
+      numbers: {
+        columns: [{ name: 'n' }],
+        params: { rows: { type: 'integer', default: 3, min: 0 } },
+        source: function* (params) {
+          for (let n = 1; n <= (params.rows as number); n++) yield { n };
+        },
+      },
+    },
+    ...options,
+  });
+  managers.push(manager);
+  await manager.ready;
+  return manager;
+}
+
+export async function cleanup(): Promise<void> {
+  await Promise.allSettled(managers.splice(0).map((manager) => manager.close({ drainTimeoutMs: 0 })));
+  await Promise.allSettled(
+    directories.splice(0).map((directory) => rm(directory, { recursive: true, force: true })),
+  );
+}
+
+/** Listens on 127.0.0.1, port 0; returns the origin and a `close` that also ends kept-alive sockets. */
+export async function listen(server: Server): Promise<{ url: string; close(): Promise<void> }> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.close((error) => (error ? reject(error) : resolve()));
+        server.closeAllConnections();
+      }),
+  };
+}
+
+export function postJson(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  return fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
