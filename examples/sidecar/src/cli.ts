@@ -1,0 +1,291 @@
+#!/usr/bin/env node
+import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ExportManager, type FormatName, isExportError } from '@spark-export/core';
+import { Registry } from 'prom-client';
+import { ConfigError, loadConfig } from './config.js';
+import { buildDatasets } from './datasets.js';
+import { parseEnv } from './env.js';
+import { formatBytes, formatCount, formatElapsed, ProgressBar, type ProgressState } from './progress.js';
+import { serve } from './serve.js';
+
+const USAGE = `Usage:
+  spark-export serve                      run the sidecar (same as npm start)
+  spark-export datasets [--json]          list the datasets of the config
+  spark-export export <dataset> [options] write one export to a file or stdout
+
+Export options:
+  --format csv|json|ndjson   output format (default csv)
+  --out <file>               output file (written to <file>.part, renamed when complete);
+                             without it, the export goes to stdout
+  --param name=value         a dataset param; repeat for more
+  --columns a,b,c            columns to write, in order
+  --gzip                     gzip the output
+  --quiet                    no progress bar, no summary line
+
+Common options:
+  --config <file>            config file (default: $EXPORT_CONFIG, ./spark-export.config.json, else the demo)
+  -h, --help                 this help
+  -v, --version              the version
+
+A progress bar goes to stderr when it is a terminal (SPARK_EXPORT_FORCE_TTY=1 forces it),
+else one summary line. Ctrl-C cancels and leaves no partial file.`;
+
+class UsageError extends Error {}
+
+/** Runs the CLI; resolves with the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      format: { type: 'string' },
+      out: { type: 'string', short: 'o' },
+      param: { type: 'string', short: 'p', multiple: true },
+      columns: { type: 'string' },
+      gzip: { type: 'boolean' },
+      quiet: { type: 'boolean', short: 'q' },
+      json: { type: 'boolean' },
+      config: { type: 'string', short: 'c' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (values.version) {
+    const require = createRequire(import.meta.url);
+    process.stdout.write(`${(require('../package.json') as { version: string }).version}\n`);
+    return 0;
+  }
+  if (values.config !== undefined) process.env.EXPORT_CONFIG = values.config;
+  const [command, ...rest] = positionals;
+  switch (command) {
+    case 'serve':
+      if (rest.length > 0) throw new UsageError(`serve takes no arguments, got ${rest.join(' ')}`);
+      await serve();
+      // The server keeps the process alive; signals end it.
+      return new Promise<number>(() => {});
+    case 'datasets':
+      if (rest.length > 0) throw new UsageError(`datasets takes no arguments, got ${rest.join(' ')}`);
+      return listDatasets(values.json ?? false);
+    case 'export': {
+      if (rest.length !== 1)
+        throw new UsageError('export needs exactly one dataset name, e.g. spark-export export orders');
+      return runExport(rest[0]!, values);
+    }
+    case undefined:
+      throw new UsageError('missing command');
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+async function setup(quiet = false) {
+  const settings = parseEnv(process.env);
+  const config = await loadConfig({ path: settings.configPath, cwd: process.cwd() });
+  const built = buildDatasets(config, {
+    databaseUrl: settings.databaseUrl,
+    env: process.env,
+    poolSize: 2,
+    onSeeded: (file, ms) => {
+      if (!quiet)
+        process.stderr.write(`spark-export: seeded the demo database ${file} in ${formatElapsed(ms)}\n`);
+    },
+  });
+  return { settings, config, built };
+}
+
+async function listDatasets(json: boolean): Promise<number> {
+  const { built } = await setup();
+  const manager = new ExportManager({ datasets: built.datasets, metrics: false });
+  try {
+    if (json) {
+      const list = manager.datasets.map((dataset) => ({
+        name: dataset.name,
+        description: dataset.description ?? null,
+        formats: dataset.formats,
+        columns: dataset.columns?.map((column) => column.name) ?? null,
+        params: dataset.params ?? {},
+      }));
+      process.stdout.write(`${JSON.stringify({ datasets: list }, null, 2)}\n`);
+      return 0;
+    }
+    for (const dataset of manager.datasets) {
+      const params = Object.entries(dataset.params ?? {}).map(
+        ([name, spec]) =>
+          `${name}${spec.required ? '' : '?'}:${spec.type === 'enum' ? (spec.values ?? []).join('|') : spec.type}`,
+      );
+      process.stdout.write(
+        `${dataset.name}  [${dataset.formats.join(', ')}]${params.length ? `  params: ${params.join(' ')}` : ''}\n` +
+          (dataset.description ? `  ${dataset.description}\n` : ''),
+      );
+    }
+    return 0;
+  } finally {
+    await manager.close({ drainTimeoutMs: 0 });
+    await built.close();
+  }
+}
+
+interface ExportValues {
+  format?: string | undefined;
+  out?: string | undefined;
+  param?: string[] | undefined;
+  columns?: string | undefined;
+  gzip?: boolean | undefined;
+  quiet?: boolean | undefined;
+}
+
+async function runExport(dataset: string, values: ExportValues): Promise<number> {
+  const params: Record<string, string> = {};
+  for (const pair of values.param ?? []) {
+    const at = pair.indexOf('=');
+    if (at <= 0) throw new UsageError(`expected --param name=value, got "${pair}"`);
+    params[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  const format = (values.format ?? 'csv') as FormatName;
+  const showBar =
+    !values.quiet && (process.stderr.isTTY === true || isTruthy(process.env.SPARK_EXPORT_FORCE_TTY));
+  const showSummary = !values.quiet;
+
+  const { built } = await setup(!showSummary);
+  const registry = new Registry();
+  const manager = new ExportManager({ datasets: built.datasets, metrics: { registry }, maxConcurrent: 1 });
+  const controller = new AbortController();
+  let interrupted = false;
+  const onSigint = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    controller.abort();
+  };
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigint);
+
+  const out = values.out === undefined ? undefined : resolve(values.out);
+  const part = out === undefined ? undefined : `${out}.part`;
+  // `flush`: fsync before the stream closes, so the renamed file is complete on disk.
+  const file = part === undefined ? undefined : createWriteStream(part, { flush: true });
+  if (file) await once(file, 'open');
+  const destination = file ?? process.stdout;
+
+  const started = performance.now();
+  const state: ProgressState = { rows: 0, bytes: 0, elapsedMs: 0 };
+  const request = {
+    dataset,
+    format,
+    params,
+    ...(values.columns ? { columns: values.columns } : {}),
+    ...(values.gzip ? { compression: 'gzip' as const } : {}),
+  };
+  const definition = built.datasets[dataset];
+  if (showBar && definition?.count) {
+    try {
+      const total = await definition.count(params, { signal: controller.signal });
+      if (typeof total === 'number') state.totalRows = total;
+    } catch {
+      // Progress without a total is still progress.
+    }
+  }
+  let bar: ProgressBar | undefined;
+  let poller: NodeJS.Timeout | undefined;
+  if (showBar) {
+    const refresh = async () => {
+      const [rows, bytes] = await Promise.all([
+        registry.getSingleMetric('export_rows_total')?.get(),
+        registry.getSingleMetric('export_bytes_total')?.get(),
+      ]);
+      state.rows = sum(rows?.values);
+      state.bytes = sum(bytes?.values);
+    };
+    poller = setInterval(() => void refresh(), 100);
+    bar = new ProgressBar(
+      (text) => process.stderr.write(text),
+      () => ({ ...state, elapsedMs: performance.now() - started }),
+    );
+  }
+
+  try {
+    const result = await manager.stream(request, destination, {
+      signal: controller.signal,
+      end: file !== undefined,
+    });
+    if (file && part && out) {
+      if (!file.closed) await once(file, 'close');
+      await rename(part, out);
+    }
+    clearInterval(poller);
+    Object.assign(state, { rows: result.rows, bytes: result.bytes });
+    bar?.stop();
+    if (showSummary) {
+      process.stderr.write(
+        `spark-export: exported ${formatCount(result.rows)} rows (${formatBytes(result.bytes)}) of ${dataset} as ${format}${
+          values.gzip ? '.gz' : ''
+        } to ${out ?? 'stdout'} in ${formatElapsed(performance.now() - started)}\n`,
+      );
+    }
+    return 0;
+  } catch (error) {
+    clearInterval(poller);
+    if (bar) process.stderr.write('\n');
+    if (file && part) {
+      file.destroy();
+      if (!file.closed) await once(file, 'close');
+      await rm(part, { force: true });
+    }
+    if (controller.signal.aborted) {
+      process.stderr.write(`spark-export: cancelled${out ? `; ${values.out} was not written` : ''}\n`);
+      return 130;
+    }
+    throw error;
+  } finally {
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigint);
+    await manager.close({ drainTimeoutMs: 0 });
+    await built.close();
+  }
+}
+
+function sum(values: readonly { value: number }[] | undefined): number {
+  return (values ?? []).reduce((total, item) => total + item.value, 0);
+}
+
+function isTruthy(value: string | undefined): boolean {
+  return value !== undefined && value !== '' && value !== '0' && value.toLowerCase() !== 'false';
+}
+
+/** One line: what failed, with the underlying cause (the CLI's user is the operator). */
+export function describeFailure(error: unknown): string {
+  if (error instanceof ConfigError) return `${error.title}: ${error.problems.join('; ')}`;
+  if (error instanceof UsageError) return `${error.message} (see spark-export --help)`;
+  if (isExportError(error)) {
+    const cause = (error as { cause?: unknown }).cause;
+    const detail =
+      cause instanceof Error && cause.message && cause.message !== error.message ? ` (${cause.message})` : '';
+    return `${error.message}${detail}`.replace(/\s*\n\s*/g, ' ');
+  }
+  if (error instanceof Error && (error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS_')) {
+    // node's own advice about "--" does not help here; its first sentence does.
+    return `${error.message.split('. ')[0]} (see spark-export --help)`;
+  }
+  return error instanceof Error ? error.message.replace(/\s*\n\s*/g, ' ') : String(error);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`spark-export: ${describeFailure(error)}\n`);
+    const usage =
+      error instanceof UsageError || (error as NodeJS.ErrnoException)?.code?.startsWith('ERR_PARSE_ARGS_');
+    process.exitCode = usage ? 2 : 1;
+  },
+);

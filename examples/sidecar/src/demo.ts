@@ -1,0 +1,148 @@
+import { mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import type { SidecarConfig } from './config.js';
+
+export const DEMO_ORDERS = 1_000_000;
+export const DEMO_CUSTOMERS = 10_000;
+const STATUSES = ['paid', 'pending', 'refunded', 'cancelled'];
+const COUNTRIES = ['DE', 'FR', 'GB', 'NL', 'US', 'BR', 'IN', 'JP'];
+
+/**
+ * The built-in configuration used when there is no config file: two datasets over a SQLite
+ * database that is created and seeded on first start, so `npm start` works on a fresh machine.
+ */
+export function demoConfig(): SidecarConfig {
+  return {
+    demo: { database: './data/demo.sqlite', orders: DEMO_ORDERS, customers: DEMO_CUSTOMERS },
+    datasets: {
+      orders: {
+        description: 'Demo orders (1,000,000 rows from 2024-01-01 to 2025-12-30), oldest first.',
+        columns: [
+          { name: 'id', label: 'Order ID', type: 'integer' },
+          { name: 'customer_id', label: 'Customer ID', type: 'integer' },
+          { name: 'status', label: 'Status', type: 'string' },
+          { name: 'total', label: 'Total', type: 'number' },
+          { name: 'currency', label: 'Currency', type: 'string' },
+          { name: 'created_at', label: 'Created at', type: 'date' },
+        ],
+        params: {
+          from: { type: 'date', description: 'Orders created at or after this date' },
+          to: { type: 'date', description: 'Orders created before this date' },
+          status: { type: 'enum', values: STATUSES, description: 'Only orders with this status' },
+          min_total: { type: 'number', min: 0, description: 'Only orders with at least this total' },
+        },
+        source: {
+          type: 'sqlite',
+          database: './data/demo.sqlite',
+          query: [
+            'SELECT id, customer_id, status, total, currency, created_at FROM orders',
+            'WHERE (:from IS NULL OR created_at >= :from)',
+            '  AND (:to IS NULL OR created_at < :to)',
+            '  AND (:status IS NULL OR status = :status)',
+            '  AND (:min_total IS NULL OR total >= :min_total)',
+            'ORDER BY id',
+          ].join('\n'),
+        },
+      },
+      customers: {
+        description: 'Demo customers (10,000 rows).',
+        columns: [
+          { name: 'id', label: 'Customer ID', type: 'integer' },
+          { name: 'name', label: 'Name', type: 'string' },
+          { name: 'email', label: 'Email', type: 'string' },
+          { name: 'country', label: 'Country', type: 'string' },
+          { name: 'created_at', label: 'Created at', type: 'date' },
+        ],
+        params: {
+          country: { type: 'enum', values: COUNTRIES, description: 'Only customers from this country' },
+        },
+        source: {
+          type: 'sqlite',
+          database: './data/demo.sqlite',
+          query:
+            'SELECT id, name, email, country, created_at FROM customers WHERE (:country IS NULL OR country = :country) ORDER BY id',
+        },
+      },
+    },
+  };
+}
+
+/**
+ * Creates and seeds the demo database unless the file exists. Deterministic: row `i` is a pure
+ * function of `i`, so every fresh machine gets the same data. Written to a temporary file and
+ * renamed, so an interrupted seed never leaves a half-filled database behind. Returns whether
+ * it seeded.
+ */
+export function seedDemoDatabase(
+  file: string,
+  counts: { orders?: number | undefined; customers?: number | undefined } = {},
+): boolean {
+  if (exists(file)) return false;
+  const orders = counts.orders ?? DEMO_ORDERS;
+  const customers = counts.customers ?? DEMO_CUSTOMERS;
+  mkdirSync(dirname(file), { recursive: true });
+  const temporary = `${file}.seeding-${process.pid}`;
+  rmSync(temporary, { force: true });
+  const db = new Database(temporary);
+  try {
+    db.pragma('journal_mode = OFF');
+    db.pragma('synchronous = OFF');
+    const countries = COUNTRIES.map((country, index) => `WHEN ${index} THEN '${country}'`).join(' ');
+    db.exec(`
+      CREATE TABLE customers (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        email TEXT NOT NULL,
+        country TEXT NOT NULL,
+        created_at TEXT NOT NULL
+      );
+      CREATE TABLE orders (
+        id INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers(id),
+        status TEXT NOT NULL,
+        total REAL NOT NULL,
+        currency TEXT NOT NULL,
+        created_at TEXT NOT NULL
+      );
+    `);
+    db.transaction(() => {
+      db.prepare(`
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :customers)
+        INSERT INTO customers
+        SELECT i, 'Customer ' || i, 'customer' || i || '@example.com',
+               CASE (i * 7) % ${COUNTRIES.length} ${countries} END,
+               strftime('%Y-%m-%dT%H:%M:%SZ', 1672531200 + i * 3000, 'unixepoch')
+        FROM n
+      `).run({ customers });
+      // Orders are spread evenly over 2024-01-01 .. 2025-12-30, in id order.
+      if (orders === 0) return;
+      const step = Math.max(1, Math.floor(63_072_000 / orders));
+      db.prepare(`
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :orders)
+        INSERT INTO orders
+        SELECT i, (i * 7919) % :customers + 1,
+               CASE (i * 31) % 10 WHEN 0 THEN 'cancelled' WHEN 1 THEN 'refunded' WHEN 2 THEN 'pending' WHEN 3 THEN 'pending' ELSE 'paid' END,
+               ((i * 2654435761) % 99500 + 500) / 100.0, 'EUR',
+               strftime('%Y-%m-%dT%H:%M:%SZ', 1704067200 + i * :step, 'unixepoch')
+        FROM n
+      `).run({ orders, customers, step });
+    })();
+    db.exec('CREATE INDEX orders_created_at ON orders(created_at)');
+  } catch (error) {
+    db.close();
+    rmSync(temporary, { force: true });
+    throw error;
+  }
+  db.close();
+  renameSync(temporary, file);
+  return true;
+}
+
+function exists(file: string): boolean {
+  try {
+    return statSync(file).isFile();
+  } catch {
+    return false;
+  }
+}

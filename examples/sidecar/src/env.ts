@@ -1,0 +1,141 @@
+import { resolve } from 'node:path';
+import { ConfigError } from './config.js';
+import { describeValue } from './sources/errors.js';
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** The sidecar's settings, from the environment. */
+export interface SidecarSettings {
+  /** `PORT` @default 4001 */
+  port: number;
+  /** `HOST` @default '127.0.0.1' (the Docker image sets 0.0.0.0) */
+  host: string;
+  /** `EXPORT_CONFIG`: the config file. @default ./spark-export.config.json, else the built-in demo */
+  configPath: string | undefined;
+  /** `EXPORT_DIR` (absolute once parsed) @default ./exports */
+  exportDir: string;
+  /** `EXPORT_MAX_CONCURRENT` @default 5 */
+  maxConcurrent: number;
+  /** `EXPORT_MAX_QUEUED` @default 0 (reject with 429 when every slot is busy) */
+  maxQueued: number;
+  /** `EXPORT_QUEUE_TIMEOUT_MS` @default undefined (wait as long as it takes) */
+  queueTimeoutMs: number | undefined;
+  /** `EXPORT_RETENTION_HOURS`; `0` keeps files until `EXPORT_MAX_TOTAL_BYTES` removes them. @default 24 */
+  retentionHours: number;
+  /** `EXPORT_MAX_TOTAL_BYTES` @default undefined (no size cap) */
+  maxTotalBytes: number | undefined;
+  /** `EXPORT_DRAIN_TIMEOUT_MS` @default 30000 */
+  drainTimeoutMs: number;
+  /** `EXPORT_API_TOKEN`: bearer token for every route but `/export/status`. @default undefined (open) */
+  apiToken: string | undefined;
+  /** `EXPORT_OWNER_HEADER`: header carrying the job owner, set by a trusted proxy. @default undefined */
+  ownerHeader: string | undefined;
+  /** `EXPORT_SIGNING_SECRET`: signs download links (at least 16 characters). @default undefined */
+  signingSecret: string | undefined;
+  /** `DATABASE_URL`: the default connection of `postgres` sources. */
+  databaseUrl: string | undefined;
+  /** `LOG_LEVEL` @default 'info' */
+  logLevel: LogLevel;
+  /** `EXPORT_PROCESS_METRICS`: Node process metrics on `/export/metrics`. @default true */
+  processMetrics: boolean;
+}
+
+/**
+ * Reads the settings from the environment. Every bad value is reported at once, each naming
+ * the variable, what was expected and what was given.
+ *
+ * @throws {ConfigError}
+ */
+export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): SidecarSettings {
+  const problems: string[] = [];
+  const get = (name: string): string | undefined => {
+    const value = env[name]?.trim();
+    return value === '' ? undefined : value;
+  };
+  const integer = (name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number => {
+    const text = get(name);
+    if (text === undefined) return fallback;
+    const value = /^[0-9]+$/.test(text) ? Number(text) : Number.NaN;
+    if (!Number.isSafeInteger(value) || value < min || value > max) {
+      const range =
+        max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer from ${min} to ${max}`;
+      problems.push(`Expected ${name} to be ${range}, got ${describeValue(text)}`);
+      return fallback;
+    }
+    return value;
+  };
+  const optionalInteger = (name: string, min: number): number | undefined =>
+    get(name) === undefined ? undefined : integer(name, 0, min);
+  const number = (name: string, fallback: number): number => {
+    const text = get(name);
+    if (text === undefined) return fallback;
+    const value = /^[0-9]+(\.[0-9]+)?$/.test(text) ? Number(text) : Number.NaN;
+    if (!Number.isFinite(value) || value < 0) {
+      problems.push(`Expected ${name} to be a number >= 0, got ${describeValue(text)}`);
+      return fallback;
+    }
+    return value;
+  };
+
+  const host = get('HOST') ?? '127.0.0.1';
+  if (/[\s/]/.test(host))
+    problems.push(`Expected HOST to be a host name or IP address, got ${describeValue(host)}`);
+
+  const apiToken = get('EXPORT_API_TOKEN');
+  if (apiToken !== undefined && (apiToken.length < 16 || /\s/.test(apiToken))) {
+    problems.push(
+      'Expected EXPORT_API_TOKEN to be at least 16 characters without spaces (the value is not shown)',
+    );
+  }
+  const ownerHeader = get('EXPORT_OWNER_HEADER')?.toLowerCase();
+  if (ownerHeader !== undefined && !/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(ownerHeader)) {
+    problems.push(
+      `Expected EXPORT_OWNER_HEADER to be an HTTP header name such as X-User-Id, got ${describeValue(ownerHeader)}`,
+    );
+  }
+  if (ownerHeader === 'authorization') {
+    problems.push('Expected EXPORT_OWNER_HEADER to name a header set by your proxy, not Authorization');
+  }
+  const signingSecret = get('EXPORT_SIGNING_SECRET');
+  if (signingSecret !== undefined && Buffer.byteLength(signingSecret) < 16) {
+    problems.push('Expected EXPORT_SIGNING_SECRET to be at least 16 bytes (the value is not shown)');
+  }
+  const databaseUrl = get('DATABASE_URL');
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    problems.push(
+      'Expected DATABASE_URL to be a postgres:// or postgresql:// connection string (the value is not shown)',
+    );
+  }
+  const logLevel = (get('LOG_LEVEL') ?? 'info').toLowerCase();
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    problems.push(`Expected LOG_LEVEL to be one of ${LOG_LEVELS.join(', ')}, got ${describeValue(logLevel)}`);
+  }
+  const processMetricsText = (get('EXPORT_PROCESS_METRICS') ?? 'true').toLowerCase();
+  if (!['true', 'false', '1', '0'].includes(processMetricsText)) {
+    problems.push(
+      `Expected EXPORT_PROCESS_METRICS to be true or false, got ${describeValue(processMetricsText)}`,
+    );
+  }
+
+  const settings: SidecarSettings = {
+    port: integer('PORT', 4001, 0, 65_535),
+    host,
+    configPath: get('EXPORT_CONFIG'),
+    exportDir: resolve(cwd, get('EXPORT_DIR') ?? './exports'),
+    maxConcurrent: integer('EXPORT_MAX_CONCURRENT', 5, 1),
+    maxQueued: integer('EXPORT_MAX_QUEUED', 0, 0),
+    queueTimeoutMs: optionalInteger('EXPORT_QUEUE_TIMEOUT_MS', 1),
+    retentionHours: number('EXPORT_RETENTION_HOURS', 24),
+    maxTotalBytes: optionalInteger('EXPORT_MAX_TOTAL_BYTES', 0),
+    drainTimeoutMs: integer('EXPORT_DRAIN_TIMEOUT_MS', 30_000, 0),
+    apiToken,
+    ownerHeader,
+    signingSecret,
+    databaseUrl,
+    logLevel: logLevel as LogLevel,
+    processMetrics: processMetricsText === 'true' || processMetricsText === '1',
+  };
+  if (problems.length > 0) throw new ConfigError('Invalid environment', problems);
+  return settings;
+}

@@ -1,0 +1,204 @@
+import type { AddressInfo } from 'node:net';
+import type { ExportManager } from '@spark-export/core';
+import { exportPlugin } from '@spark-export/fastify';
+import Fastify, { type FastifyInstance, LogController } from 'fastify';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { createIdentify } from './auth.js';
+import { type LoadedConfig, loadConfig } from './config.js';
+import { type BuiltDatasets, buildDatasets } from './datasets.js';
+import { parseEnv, type SidecarSettings } from './env.js';
+import { createLogger, type Logger, logManagerEvents, OwnerAwareExportManager } from './logging.js';
+
+export { ConfigError, type LoadedConfig, loadConfig, type SidecarConfig, validateConfig } from './config.js';
+export { parseEnv, type SidecarSettings } from './env.js';
+
+/** Where the API is mounted; nginx sends `/export/*` here. */
+export const PREFIX = '/export';
+
+export interface StartSidecarOptions {
+  settings: SidecarSettings;
+  config: LoadedConfig;
+  logger: Logger;
+  /** For `${NAME}` in http-json headers. @default process.env */
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface Sidecar {
+  app: FastifyInstance;
+  manager: ExportManager;
+  /** The registry behind `/export/metrics`: export metrics plus (by default) process metrics. */
+  registry: Registry;
+  /** The origin clients use, e.g. `http://127.0.0.1:4001`. */
+  origin: string;
+  settings: SidecarSettings;
+  config: LoadedConfig;
+  datasets: BuiltDatasets;
+  /**
+   * Graceful stop: `/export/status` turns 503 `draining` and new exports get 503 at once;
+   * running exports get `drainTimeoutMs` to finish; then the server closes. Safe to call twice.
+   */
+  close(): Promise<void>;
+}
+
+/** Reads the environment and the configuration the way `npm start` does. */
+export async function loadSidecarSetup(
+  env: NodeJS.ProcessEnv = process.env,
+  cwd: string = process.cwd(),
+): Promise<{ settings: SidecarSettings; config: LoadedConfig }> {
+  const settings = parseEnv(env, cwd);
+  const config = await loadConfig({ path: settings.configPath, cwd });
+  return { settings, config };
+}
+
+/**
+ * Starts the sidecar: datasets from the config (seeding the demo database when asked), an
+ * ExportManager over `EXPORT_DIR`, the Fastify plugin of `@spark-export/fastify` on `/export`,
+ * listening on `HOST:PORT`.
+ *
+ * @throws {ConfigError} when a dataset cannot work (bad query, file outside the roots...)
+ */
+export async function startSidecar(options: StartSidecarOptions): Promise<Sidecar> {
+  const { settings, config, logger } = options;
+  const datasets = buildDatasets(config, {
+    databaseUrl: settings.databaseUrl,
+    env: options.env ?? process.env,
+    poolSize: settings.maxConcurrent,
+    onSeeded: (file, durationMs) =>
+      logger.info(
+        {
+          event: 'demo:seeded',
+          file,
+          orders: config.config.demo?.orders,
+          durationMs: Math.round(durationMs),
+        },
+        'seeded the demo database',
+      ),
+  });
+
+  const registry = new Registry();
+  if (settings.processMetrics) collectDefaultMetrics({ register: registry });
+  const retentionMs =
+    settings.retentionHours > 0 ? Math.round(settings.retentionHours * 3_600_000) : undefined;
+  const manager = new OwnerAwareExportManager({
+    datasets: datasets.datasets,
+    directory: settings.exportDir,
+    maxConcurrent: settings.maxConcurrent,
+    maxQueued: settings.maxQueued,
+    ...(settings.queueTimeoutMs === undefined ? {} : { queueTimeoutMs: settings.queueTimeoutMs }),
+    metrics: { registry },
+    ...(retentionMs === undefined && settings.maxTotalBytes === undefined
+      ? {}
+      : {
+          retention: {
+            ...(retentionMs === undefined ? {} : { maxAgeMs: retentionMs }),
+            ...(settings.maxTotalBytes === undefined ? {} : { maxTotalBytes: settings.maxTotalBytes }),
+          },
+        }),
+  });
+  logManagerEvents(manager, logger);
+  try {
+    await manager.ready;
+  } catch (error) {
+    await datasets.close();
+    throw error;
+  }
+
+  const httpLog = logger.child({ component: 'http' });
+  const app = Fastify({
+    loggerInstance: httpLog,
+    // Fastify's per-request lines would be two per /status probe; rejections are logged below.
+    logController: new LogController({ disableRequestLogging: true }),
+    forceCloseConnections: 'idle',
+  });
+  // One line per turned-away request. 429s and 503s are logged with their reason by the
+  // manager's `rejected` event; a draining /status is not a rejection.
+  app.addHook('onResponse', async (request, reply) => {
+    const status = reply.statusCode;
+    if (status < 400 || status === 429 || status === 503) return;
+    const fields = {
+      event: 'http:rejected',
+      method: request.method,
+      path: request.url.split('?')[0],
+      status,
+    };
+    if (status >= 500) httpLog.error(fields, 'request failed');
+    else httpLog.info(fields, 'request rejected');
+  });
+  if (settings.apiToken !== undefined) {
+    app.addHook('onSend', async (_request, reply, payload) => {
+      if (reply.statusCode === 401) reply.header('www-authenticate', 'Bearer realm="spark-export"');
+      return payload;
+    });
+  }
+  await app.register(exportPlugin, {
+    manager,
+    prefix: PREFIX,
+    identify: createIdentify({ apiToken: settings.apiToken, ownerHeader: settings.ownerHeader }),
+    ...(settings.signingSecret === undefined ? {} : { signing: { secret: settings.signingSecret } }),
+    onError: (error, request) =>
+      httpLog.error({ err: error, method: request.method, path: request.path }, 'internal error'),
+  });
+
+  try {
+    await app.listen({ port: settings.port, host: settings.host });
+  } catch (error) {
+    await manager.close({ drainTimeoutMs: 0 });
+    await app.close();
+    await datasets.close();
+    throw error;
+  }
+  const address = app.server.address() as AddressInfo;
+  const origin = `http://${displayHost(settings.host)}:${address.port}`;
+  logger.info(
+    {
+      event: 'listening',
+      url: `${origin}${PREFIX}`,
+      config: config.file ?? 'built-in demo',
+      datasets: Object.keys(datasets.datasets),
+      exportDir: settings.exportDir,
+      maxConcurrent: settings.maxConcurrent,
+      maxQueued: settings.maxQueued,
+      auth: settings.apiToken === undefined ? 'none' : 'bearer',
+      ownerHeader: settings.ownerHeader ?? null,
+    },
+    'spark-export sidecar listening',
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    // Typed with the default logger so that callers need no pino types.
+    app: app as unknown as FastifyInstance,
+    manager,
+    registry,
+    origin,
+    settings,
+    config,
+    datasets,
+    close() {
+      closing ??= (async () => {
+        logger.info(
+          {
+            event: 'draining',
+            inFlight: manager.inFlight,
+            queued: manager.queued,
+            drainTimeoutMs: settings.drainTimeoutMs,
+          },
+          'draining: refusing new exports, letting running ones finish',
+        );
+        await manager.close({ drainTimeoutMs: settings.drainTimeoutMs });
+        await app.close();
+        await datasets.close();
+        logger.info({ event: 'stopped' }, 'stopped');
+      })();
+      return closing;
+    },
+  };
+}
+
+/** A wildcard address is not something to paste into a browser. */
+function displayHost(host: string): string {
+  if (host === '0.0.0.0' || host === '::' || host === '') return '127.0.0.1';
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+export { createLogger };

@@ -1,0 +1,211 @@
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cleanEnv, DIST, deferred, removeDir, requireBuild, run, tempDir } from './helpers.js';
+
+const CLI = join(DIST, 'cli.js');
+
+describe('spark-export CLI (child processes of the built bin)', () => {
+  let dir: string;
+  let upstream: Server;
+  let requested = deferred();
+  const held = new Set<ServerResponse>();
+
+  beforeAll(async () => {
+    requireBuild();
+    dir = tempDir();
+    const db = new Database(join(dir, 'shop.sqlite'));
+    db.exec('CREATE TABLE orders (id INTEGER PRIMARY KEY, day TEXT, total REAL)');
+    db.prepare(
+      `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000)
+       INSERT INTO orders SELECT i, date('2025-01-01', '+' || (i % 365) || ' days'), i / 4.0 FROM n`,
+    ).run();
+    db.close();
+    // An upstream that sends some rows, then never finishes: for Ctrl-C mid-export.
+    upstream = createServer((_request, response) => {
+      response.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      response.write(`${Array.from({ length: 5000 }, (_, i) => JSON.stringify({ i })).join('\n')}\n`);
+      held.add(response);
+      requested.resolve();
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    writeFileSync(
+      join(dir, 'spark-export.config.json'),
+      JSON.stringify({
+        datasets: {
+          orders: {
+            description: 'Orders',
+            params: { from: { type: 'date', required: true } },
+            source: {
+              type: 'sqlite',
+              database: './shop.sqlite',
+              query: 'SELECT id, day, total FROM orders WHERE day >= :from ORDER BY id',
+            },
+          },
+          endless: {
+            source: {
+              type: 'http-json',
+              format: 'ndjson',
+              url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/`,
+            },
+          },
+        },
+      }),
+    );
+  });
+  afterAll(async () => {
+    for (const response of held) response.destroy();
+    upstream?.closeAllConnections();
+    await new Promise((resolve) => upstream?.close(resolve));
+    if (dir) removeDir(dir);
+  });
+
+  const cli = (args: string[], env: Record<string, string> = {}) =>
+    run(process.execPath, [CLI, ...args], { cwd: dir, env: cleanEnv(env) });
+
+  it('exports to a file with params and prints one summary line', async () => {
+    const result = await cli([
+      'export',
+      'orders',
+      '--format',
+      'csv',
+      '--out',
+      'orders.csv',
+      '--param',
+      'from=2025-12-01',
+    ]);
+    expect(result.code).toBe(0);
+    const rows = readFileSync(join(dir, 'orders.csv'), 'utf8').trim().split('\n');
+    expect(rows[0]).toBe('id,day,total');
+    expect(rows.slice(1).every((row) => row.split(',')[1]! >= '2025-12-01')).toBe(true);
+    expect(existsSync(join(dir, 'orders.csv.part'))).toBe(false);
+    expect(result.stderr).toBe(
+      `spark-export: exported ${(rows.length - 1).toLocaleString('en-US')} rows (${result.stderr.match(/\(([^)]+)\)/)![1]}) of orders as csv to ${join(dir, 'orders.csv')} in ${result.stderr.match(/in (\S+)\n$/)![1]}\n`,
+    );
+    expect(result.stderr.split('\n')).toHaveLength(2);
+  });
+
+  it('gzips with --gzip and writes to stdout without --out', async () => {
+    const gz = await cli([
+      'export',
+      'orders',
+      '--format',
+      'ndjson',
+      '--out',
+      'orders.ndjson.gz',
+      '--gzip',
+      '--param',
+      'from=2025-12-30',
+    ]);
+    expect(gz.code).toBe(0);
+    const lines = gunzipSync(readFileSync(join(dir, 'orders.ndjson.gz')))
+      .toString('utf8')
+      .trim()
+      .split('\n');
+    expect(JSON.parse(lines[0]!)).toMatchObject({ day: '2025-12-30' });
+
+    const stdout = await cli([
+      'export',
+      'orders',
+      '--format',
+      'json',
+      '--quiet',
+      '--param',
+      'from=2025-12-31',
+    ]);
+    expect(stdout.code).toBe(0);
+    expect(stdout.stderr).toBe('');
+    expect((JSON.parse(stdout.stdout) as unknown[]).length).toBeGreaterThan(0);
+  });
+
+  it('draws a progress bar on a terminal (SPARK_EXPORT_FORCE_TTY)', async () => {
+    const result = await cli(['export', 'orders', '--out', 'bar.csv', '--param', 'from=2025-01-01'], {
+      SPARK_EXPORT_FORCE_TTY: '1',
+    });
+    expect(result.code).toBe(0);
+    const frames = result.stderr.split('\r\x1b[2K').filter(Boolean);
+    expect(frames.length).toBeGreaterThanOrEqual(2);
+    expect(frames.at(-1)).toMatch(/^30,000 rows {2}[\d,]+ rows\/s {2}[\d.]+ [kM]?B {2}\d+:\d\d\.\d\n/);
+    expect(result.stderr).toContain('spark-export: exported 30,000 rows');
+  });
+
+  it.each<[string, string[], string]>([
+    [
+      'a bad param',
+      ['export', 'orders', '--out', 'bad.csv', '--param', 'from=soon'],
+      'spark-export: Expected param "from" to be an ISO 8601 date such as 2025-01-31 or 2025-01-31T12:00:00Z, got "soon" (string)\n',
+    ],
+    [
+      'a missing param',
+      ['export', 'orders', '--out', 'bad.csv'],
+      'spark-export: Missing required param "from" (date)\n',
+    ],
+    ['an unknown dataset', ['export', 'nope', '--out', 'bad.csv'], 'spark-export: Unknown dataset "nope"\n'],
+    [
+      'an unknown option',
+      ['export', 'orders', '--colour'],
+      "spark-export: Unknown option '--colour' (see spark-export --help)\n",
+    ],
+  ])('fails on %s with one line and a non-zero exit', async (_, args, message) => {
+    const result = await cli(args);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toBe(message);
+    expect(existsSync(join(dir, 'bad.csv'))).toBe(false);
+    expect(existsSync(join(dir, 'bad.csv.part'))).toBe(false);
+  });
+
+  it('fails on an invalid config naming the field', async () => {
+    writeFileSync(
+      join(dir, 'broken.json'),
+      JSON.stringify({ datasets: { a: { source: { type: 'sqlite', database: 'x.db' } } } }),
+    );
+    const result = await cli(['datasets', '--config', 'broken.json']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(
+      `spark-export: Invalid configuration in ${join(dir, 'broken.json')}: Missing datasets.a.source.query; expected a non-empty SQL query\n`,
+    );
+  });
+
+  it('lists the datasets', async () => {
+    const result = await cli(['datasets']);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toBe(
+      'orders  [csv, json, ndjson]  params: from:date\n  Orders\nendless  [csv, json, ndjson]\n',
+    );
+  });
+
+  it('cancels on Ctrl-C and leaves no partial file', async () => {
+    requested = deferred();
+    const child = spawn(
+      process.execPath,
+      [CLI, 'export', 'endless', '--format', 'ndjson', '--out', 'endless.ndjson'],
+      {
+        cwd: dir,
+        env: cleanEnv(),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    const exited = new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString('utf8');
+      });
+      child.on('close', (code) => resolve({ code, stderr }));
+    });
+    await requested.promise;
+    // The export is under way once its partial file exists.
+    while (!existsSync(join(dir, 'endless.ndjson.part')))
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    child.kill('SIGINT');
+    const result = await exited;
+    expect(result.code).toBe(130);
+    expect(result.stderr).toBe('spark-export: cancelled; endless.ndjson was not written\n');
+    expect(existsSync(join(dir, 'endless.ndjson'))).toBe(false);
+    expect(existsSync(join(dir, 'endless.ndjson.part'))).toBe(false);
+  });
+});
