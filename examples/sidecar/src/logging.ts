@@ -1,5 +1,4 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
-import { type ExportError, ExportManager, type ExportRequest, type Job } from '@spark-export/core';
+import type { ExportError, ExportManager, Job, JobEventContext } from '@spark-export/core';
 import pino from 'pino';
 import type { LogLevel } from './env.js';
 
@@ -18,21 +17,8 @@ export function createLogger(level: LogLevel, destination?: pino.DestinationStre
   );
 }
 
-const requestOwner = new AsyncLocalStorage<string | undefined>();
-
-/**
- * An ExportManager whose job events know the job's owner. The public `Job` does not carry it
- * (clients never see it), so `start` runs in an async context that holds the owner, and the
- * job's events, all emitted from that context, read it back.
- */
-export class OwnerAwareExportManager extends ExportManager {
-  override start(request: ExportRequest): Promise<Job> {
-    return requestOwner.run(request.owner, () => super.start(request));
-  }
-}
-
 /** The fields every job line carries. */
-function jobFields(job: Job, owner: string | undefined) {
+function jobFields(job: Job, { owner }: JobEventContext) {
   const started = job.startedAt ? Date.parse(job.startedAt) : undefined;
   const finished = job.finishedAt ? Date.parse(job.finishedAt) : undefined;
   return {
@@ -62,38 +48,36 @@ function causeOf(error: ExportError): unknown {
  */
 export function logManagerEvents(manager: ExportManager, logger: Logger): void {
   const log = logger.child({ component: 'exports' });
-  // Owners of jobs whose file may still expire later (outside the job's async context).
-  const owners = new Map<string, string | undefined>();
-  const ownerOf = (job: Job, forget: boolean): string | undefined => {
-    const owner = owners.has(job.id) ? owners.get(job.id) : requestOwner.getStore();
-    if (forget) owners.delete(job.id);
-    else if (owner !== undefined) owners.set(job.id, owner);
-    return owner;
-  };
-  const fields = (job: Job, forget = false) => jobFields(job, ownerOf(job, forget));
-  manager.on('job:queued', (job) =>
-    log.info({ event: 'job:queued', ...fields(job), queuePosition: job.queuePosition }, 'job queued'),
+  manager.on('job:queued', (job, context) =>
+    log.info(
+      { event: 'job:queued', ...jobFields(job, context), queuePosition: job.queuePosition },
+      'job queued',
+    ),
   );
-  manager.on('job:started', (job) => log.info({ event: 'job:started', ...fields(job) }, 'job started'));
-  manager.on('job:succeeded', (job) =>
-    log.info({ event: 'job:succeeded', outcome: 'succeeded', ...fields(job) }, 'job succeeded'),
+  manager.on('job:started', (job, context) =>
+    log.info({ event: 'job:started', ...jobFields(job, context) }, 'job started'),
   );
-  manager.on('job:failed', (job, error) =>
+  manager.on('job:succeeded', (job, context) =>
+    log.info({ event: 'job:succeeded', outcome: 'succeeded', ...jobFields(job, context) }, 'job succeeded'),
+  );
+  manager.on('job:failed', (job, error, context) =>
     log.warn(
       {
         event: 'job:failed',
         outcome: 'failed',
-        ...fields(job, true),
+        ...jobFields(job, context),
         error: { code: error.code, message: error.message },
         cause: causeOf(error),
       },
       'job failed',
     ),
   );
-  manager.on('job:cancelled', (job) =>
-    log.info({ event: 'job:cancelled', outcome: 'cancelled', ...fields(job, true) }, 'job cancelled'),
+  manager.on('job:cancelled', (job, context) =>
+    log.info({ event: 'job:cancelled', outcome: 'cancelled', ...jobFields(job, context) }, 'job cancelled'),
   );
-  manager.on('job:expired', (job) => log.info({ event: 'job:expired', ...fields(job, true) }, 'job expired'));
+  manager.on('job:expired', (job, context) =>
+    log.info({ event: 'job:expired', ...jobFields(job, context) }, 'job expired'),
+  );
   manager.on('stream:started', (info) =>
     log.info(
       { event: 'stream:started', dataset: info.dataset, format: info.format, owner: info.owner ?? null },

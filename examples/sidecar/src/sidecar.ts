@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import type { ExportManager } from '@spark-export/core';
+import { ExportManager } from '@spark-export/core';
 import { exportPlugin } from '@spark-export/fastify';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import { collectDefaultMetrics, Registry } from 'prom-client';
@@ -7,7 +7,7 @@ import { createIdentify } from './auth.js';
 import { type LoadedConfig, loadConfig } from './config.js';
 import { type BuiltDatasets, buildDatasets } from './datasets.js';
 import { parseEnv, type SidecarSettings } from './env.js';
-import { createLogger, type Logger, logManagerEvents, OwnerAwareExportManager } from './logging.js';
+import { createLogger, type Logger, logManagerEvents } from './logging.js';
 
 export { ConfigError, type LoadedConfig, loadConfig, type SidecarConfig, validateConfig } from './config.js';
 export { parseEnv, type SidecarSettings } from './env.js';
@@ -76,10 +76,20 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
   });
 
   const registry = new Registry();
-  if (settings.processMetrics) collectDefaultMetrics({ register: registry });
+  if (settings.processMetrics) {
+    collectDefaultMetrics({ register: registry });
+    // Gauges named like counters: `promtool check metrics` flags them, and each is only the
+    // sum of its labelled twin (nodejs_active_handles by type, etc.), so nothing is lost.
+    for (const name of [
+      'nodejs_active_handles_total',
+      'nodejs_active_requests_total',
+      'nodejs_active_resources_total',
+    ])
+      registry.removeSingleMetric(name);
+  }
   const retentionMs =
     settings.retentionHours > 0 ? Math.round(settings.retentionHours * 3_600_000) : undefined;
-  const manager = new OwnerAwareExportManager({
+  const manager = new ExportManager({
     datasets: datasets.datasets,
     directory: settings.exportDir,
     maxConcurrent: settings.maxConcurrent,
@@ -135,6 +145,9 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     prefix: PREFIX,
     identify: createIdentify({ apiToken: settings.apiToken, ownerHeader: settings.ownerHeader }),
     ...(settings.signingSecret === undefined ? {} : { signing: { secret: settings.signingSecret } }),
+    ...(settings.accelRedirectPrefix === undefined
+      ? {}
+      : { accelRedirect: { prefix: settings.accelRedirectPrefix } }),
     onError: (error, request) =>
       httpLog.error({ err: error, method: request.method, path: request.path }, 'internal error'),
   });
@@ -160,6 +173,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
       maxQueued: settings.maxQueued,
       auth: settings.apiToken === undefined ? 'none' : 'bearer',
       ownerHeader: settings.ownerHeader ?? null,
+      accelRedirectPrefix: settings.accelRedirectPrefix ?? null,
     },
     'spark-export sidecar listening',
   );

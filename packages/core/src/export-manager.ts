@@ -126,6 +126,12 @@ export interface OpenedExport {
   contentType: string;
   /** Suggested download file name. */
   filename: string;
+  /**
+   * Resolves once the first bytes are on their way (or the export ended without any); rejects
+   * with the export's error when it failed before its first byte. An HTTP layer awaits it
+   * before sending headers, so that such a failure is still answered with a proper status.
+   */
+  ready: Promise<void>;
   /** Settles when the export ends; never rejects (see `job:`/`stream:` events for errors). */
   done: Promise<ExportResult | undefined>;
 }
@@ -170,15 +176,20 @@ export interface RejectionEvent {
   error: BackpressureError;
 }
 
+/** What job events tell beyond the public job: for logs and audits, not for clients. */
+export interface JobEventContext {
+  owner: string | undefined;
+}
+
 /** Typed events of the manager. */
 export interface ExportManagerEvents {
-  'job:queued': [job: Job];
-  'job:started': [job: Job];
-  'job:progress': [job: Job];
-  'job:succeeded': [job: Job];
-  'job:failed': [job: Job, error: ExportError];
-  'job:cancelled': [job: Job];
-  'job:expired': [job: Job];
+  'job:queued': [job: Job, context: JobEventContext];
+  'job:started': [job: Job, context: JobEventContext];
+  'job:progress': [job: Job, context: JobEventContext];
+  'job:succeeded': [job: Job, context: JobEventContext];
+  'job:failed': [job: Job, error: ExportError, context: JobEventContext];
+  'job:cancelled': [job: Job, context: JobEventContext];
+  'job:expired': [job: Job, context: JobEventContext];
   'stream:started': [info: { dataset: string; format: FormatName; owner: string | undefined }];
   'stream:finished': [summary: ExportSummary];
   rejected: [event: RejectionEvent];
@@ -360,18 +371,27 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     body.once('close', () => {
       if (!body.writableFinished) controller.abort(new CancelledError('The client went away'));
     });
-    const done = this.#runStream(prepared, release, body, controller.signal, true).then(
+    let firstBytes!: () => void;
+    const flowing = new Promise<void>((resolve) => {
+      firstBytes = resolve;
+    });
+    const run = this.#runStream(prepared, release, body, controller.signal, true, () => firstBytes());
+    const done = run.then(
       (result) => result,
       (error) => {
         body.destroy(isExportError(error) && error.code === 'CANCELLED' ? undefined : error);
         return undefined;
       },
     );
+    const ready = Promise.race([flowing, run.then(() => undefined)]);
+    // `ready` is optional to await; its rejection is also reported through `done` and events.
+    ready.catch(() => {});
     void done.finally(() => options.signal?.removeEventListener('abort', forward));
     return {
       body,
       contentType: contentTypeOf(prepared),
       filename: downloadName(prepared.filename, prepared, this.#now()),
+      ready,
       done,
     };
   }
@@ -799,6 +819,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     destination: Writable,
     signal: AbortSignal | undefined,
     end: boolean,
+    onFirstBytes?: () => void,
   ): Promise<ExportResult> {
     const labels = { dataset: prepared.dataset.name, format: prepared.format.name };
     const controller = new AbortController();
@@ -827,6 +848,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
           end,
           hash: false,
           onProgress: (addedRows, addedBytes) => {
+            if (bytes === 0) onFirstBytes?.();
             rows += addedRows;
             bytes += addedBytes;
             this.metrics?.rows.inc(labels, addedRows);
@@ -914,7 +936,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
         } else {
           this.#queue.push(record.id);
           this.metrics?.queued.inc();
-          this.emit('job:queued', this.#view(record));
+          this.emit('job:queued', this.#view(record), contextOf(record));
           try {
             release = await Promise.race([admission, abortPromise(controller.signal, admission)]);
           } finally {
@@ -929,7 +951,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
         record.attempts++;
         this.metrics?.inFlight.inc();
         await this.#persist(record);
-        this.emit('job:started', this.#view(record));
+        this.emit('job:started', this.#view(record), contextOf(record));
         await this.#writeJobFile(record, prepared, controller.signal, store);
         const finishedAt = this.#now();
         const maxAgeMs = this.#options.retention?.maxAgeMs;
@@ -945,7 +967,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
         this.#addStorage(record.file?.bytes ?? 0);
         this.#estimator.observe(finishedAt - startedAt);
         this.#finishMetrics(record, 'succeeded', startedAt, release !== undefined);
-        this.emit('job:succeeded', this.#view(record));
+        this.emit('job:succeeded', this.#view(record), contextOf(record));
       } catch (caught) {
         // An abort's reason (CANCELLED, INTERRUPTED) wins over however the abort surfaced.
         const reason: unknown = controller.signal.reason;
@@ -964,8 +986,8 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
           this.emit('warning', `Could not write the manifest of job ${record.id}`, persistError),
         );
         this.#finishMetrics(record, cancelled ? 'cancelled' : 'failed', startedAt, release !== undefined);
-        if (cancelled) this.emit('job:cancelled', this.#view(record));
-        else this.emit('job:failed', this.#view(record), error);
+        if (cancelled) this.emit('job:cancelled', this.#view(record), contextOf(record));
+        else this.emit('job:failed', this.#view(record), error, contextOf(record));
       } finally {
         if (release) {
           release();
@@ -1028,7 +1050,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
           const now = this.#now();
           if (now - lastProgress >= this.#progressIntervalMs) {
             lastProgress = now;
-            this.emit('job:progress', this.#view(record));
+            this.emit('job:progress', this.#view(record), contextOf(record));
           }
         },
       });
@@ -1106,7 +1128,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     }
     await this.#persist(record);
     this.metrics?.retentionDeletions.inc({ reason });
-    this.emit('job:expired', this.#view(record));
+    this.emit('job:expired', this.#view(record), contextOf(record));
   }
 
   async #recover(): Promise<void> {
@@ -1216,6 +1238,10 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     this.#launch(record, prepared, admission, store, controller);
     void this.#persist(record);
   }
+}
+
+function contextOf(record: JobRecord): JobEventContext {
+  return { owner: record.owner ?? undefined };
 }
 
 function toExportError(error: unknown, dataset: string, signal: AbortSignal): ExportError {

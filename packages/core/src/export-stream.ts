@@ -8,8 +8,13 @@ import { CancelledError, isExportError, SourceError, WriteError } from './errors
 import type { RowEncoder } from './formats/types.js';
 import { readBatches } from './sources.js';
 
-/** Encoded text is handed to the destination in chunks of about this many characters. */
+/** Encoded text is handed to the destination in chunks of about this many characters... */
 const CHUNK_CHARS = 64 * 1024;
+/**
+ * ...or sooner, once this long has passed since the last chunk: rows of a slow source reach
+ * the client (and an HTTP response gets its headers) without waiting for 64 KiB.
+ */
+const FLUSH_AFTER_MS = 100;
 
 export interface WriteExportOptions {
   dataset: string;
@@ -57,9 +62,18 @@ export async function writeExport(options: WriteExportOptions): Promise<WriteExp
   /** True while a batch is being pulled from the source. */
   let pulling = false;
 
+  const gzip = options.gzip ? createGzip() : undefined;
+
   async function* encode(): AsyncGenerator<string, void, undefined> {
     let text = '';
-    const batches = readBatches(options.source, options.batchSize);
+    let lastFlush = performance.now();
+    let lingered = false;
+    const batches = readBatches(options.source, options.batchSize, {
+      ms: FLUSH_AFTER_MS,
+      onLinger: () => {
+        lingered = true;
+      },
+    });
     try {
       for (;;) {
         if (stopped || signal.aborted) return;
@@ -68,7 +82,8 @@ export async function writeExport(options: WriteExportOptions): Promise<WriteExp
         try {
           next = await batches.next();
         } catch (error) {
-          sourceError = error;
+          // Remember whether the source failed on its own or because the export was aborted.
+          sourceError = signal.aborted ? undefined : error;
           throw error;
         } finally {
           pulling = false;
@@ -78,9 +93,14 @@ export async function writeExport(options: WriteExportOptions): Promise<WriteExp
         const batch = next.value;
         text += encoder.encode(batch);
         pendingRows += batch.length;
-        if (text.length >= CHUNK_CHARS) {
+        const full = text.length >= CHUNK_CHARS;
+        if (full || lingered || performance.now() - lastFlush >= FLUSH_AFTER_MS) {
+          lingered = false;
           yield text;
           text = '';
+          lastFlush = performance.now();
+          // gzip holds data back until its window fills; a timed flush pushes it out.
+          if (!full) gzip?.flush();
           // Sync sources never wait on I/O by themselves; give timers and sockets a turn.
           await nextMacrotask();
         }
@@ -101,7 +121,7 @@ export async function writeExport(options: WriteExportOptions): Promise<WriteExp
     options.onProgress?.(added, bytes);
   });
 
-  const stages: NodeJS.ReadWriteStream[] = options.gzip ? [createGzip(), meter] : [meter];
+  const stages: NodeJS.ReadWriteStream[] = gzip ? [gzip, meter] : [meter];
   const chunks = encode();
   try {
     await pipeline(chunks, ...(stages as [Transform]), options.destination, {
@@ -122,14 +142,16 @@ export async function writeExport(options: WriteExportOptions): Promise<WriteExp
 }
 
 function classify(error: unknown, sourceError: unknown, signal: AbortSignal, dataset: string): unknown {
+  // A source failure comes first: tearing the pipeline down for it may close the destination,
+  // and a consumer may abort in turn; that is a consequence, not the cause.
+  if (sourceError !== undefined && error === sourceError) {
+    // A bad row is the dataset author's bug, but its message is ours and safe to show.
+    return isExportError(error) ? error : new SourceError(dataset, { cause: error });
+  }
   if (signal.aborted) {
     return isExportError(signal.reason)
       ? signal.reason
       : new CancelledError(undefined, { cause: signal.reason });
-  }
-  if (sourceError !== undefined && error === sourceError) {
-    // A bad row is the dataset author's bug, but its message is ours and safe to show.
-    return isExportError(error) ? error : new SourceError(dataset, { cause: error });
   }
   if (isExportError(error)) return error;
   return new WriteError('Writing the export failed', { cause: error });

@@ -37,6 +37,7 @@ export {
   type ExportRequest,
   type ExportResult,
   type ExportSummary,
+  type JobEventContext,
   type JobFileInfo,
   type ListOptions,
   type OpenedExport,

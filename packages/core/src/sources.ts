@@ -63,11 +63,16 @@ function toReadable(input: ByteSource): Readable {
  * row is a plain object. Sync iterables are drained synchronously per batch (no promise per
  * row); closing the returned iterator closes the source (`return()` / `destroy()`).
  *
+ * With `linger`, a batch that has rows is handed on without waiting for it to fill once an
+ * async source keeps the next row back for `linger.ms` (a slow upstream, a cursor waiting on
+ * the database), and `linger.onLinger()` is called so that the caller flushes it too.
+ *
  * @internal
  */
 export async function* readBatches(
   source: RowSource,
   batchSize: number,
+  linger: { ms: number; onLinger: () => void } | undefined = undefined,
 ): AsyncGenerator<Row[], void, undefined> {
   let index = 0;
   const check = (row: unknown): Row => {
@@ -113,21 +118,48 @@ export async function* readBatches(
   if (isAsyncIterable(source)) {
     const iterator = source[Symbol.asyncIterator]();
     let done = false;
+    let pending: Promise<IteratorResult<unknown>> | undefined;
     try {
       while (!done) {
         const batch: Row[] = [];
-        while (batch.length < batchSize) {
-          const next = await iterator.next();
-          if (next.done) {
-            done = true;
-            break;
+        // One timer per batch, started by its first row; rows then race it.
+        let lingering: Promise<typeof LINGERED> | undefined;
+        let timer: NodeJS.Timeout | undefined;
+        try {
+          while (batch.length < batchSize) {
+            pending ??= iterator.next();
+            const next = lingering ? await Promise.race([pending, lingering]) : await pending;
+            if (next === LINGERED) {
+              linger?.onLinger();
+              break;
+            }
+            pending = undefined;
+            if (next.done) {
+              done = true;
+              break;
+            }
+            batch.push(check(next.value));
+            if (!lingering && linger) {
+              lingering = new Promise((resolve) => {
+                timer = setTimeout(resolve, linger.ms, LINGERED);
+              });
+            }
           }
-          batch.push(check(next.value));
+        } finally {
+          clearTimeout(timer);
         }
         if (batch.length > 0) yield batch;
       }
     } finally {
-      if (!done) await iterator.return?.();
+      if (!done) {
+        if (pending) {
+          // A pull is still in flight (a batch lingered): close the source once it returns,
+          // without waiting, so that a source deaf to the abort signal cannot hold the slot.
+          void pending.then(() => iterator.return?.()).catch(() => {});
+        } else {
+          await iterator.return?.();
+        }
+      }
     }
     return;
   }
@@ -135,6 +167,8 @@ export async function* readBatches(
     `Expected the dataset source to return an AsyncIterable, an Iterable or an object-mode Readable, got ${describeValue(source)}`,
   );
 }
+
+const LINGERED = Symbol('lingered');
 
 /**
  * Reads whatever an object-mode Readable has buffered synchronously (`read()` until `null`),

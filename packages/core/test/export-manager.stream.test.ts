@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
-import { gunzipSync } from 'node:zlib';
+import { gunzipSync, constants as zlibConstants } from 'node:zlib';
 import { parse } from 'csv-parse/sync';
 import type { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -1061,5 +1061,85 @@ describe('open()', () => {
     expect(error.statusCode).toBe(429);
     gates[0]?.resolve();
     await first;
+  });
+});
+
+describe('stream(): slow sources', () => {
+  /** Resolves once a write makes `ready(sink)` true (by default: any chunk); no polling of time. */
+  function firstChunk(sink: MemorySink, ready: (sink: MemorySink) => boolean = () => true): Promise<void> {
+    return new Promise((resolve) => {
+      const write = sink._write.bind(sink);
+      sink._write = (chunk, encoding, callback) => {
+        write(chunk, encoding, callback);
+        if (ready(sink)) resolve();
+      };
+    });
+  }
+
+  it('hands rows already read to the destination while the source waits for more', async () => {
+    const gate = deferred();
+    const exports = manager({
+      slow: {
+        columns: [{ name: 'id' }],
+        async *source() {
+          yield { id: 1 };
+          yield { id: 2 };
+          await gate.promise;
+          yield { id: 3 };
+        },
+      },
+    });
+    const sink = new MemorySink();
+    const arrived = firstChunk(sink);
+    const done = exports.stream({ dataset: 'slow', format: 'csv' }, sink);
+    // Far fewer than a batch or a 64 KiB chunk, yet they arrive before the source goes on.
+    await arrived;
+    expect(sink.text()).toBe('id\n1\n2\n');
+    gate.resolve();
+    await expect(done).resolves.toMatchObject({ rows: 3 });
+    expect(sink.text()).toBe('id\n1\n2\n3\n');
+  });
+
+  it('pushes gzip output out too, while the source waits', async () => {
+    const gate = deferred();
+    const exports = manager({
+      slow: {
+        async *source() {
+          yield { id: 1 };
+          await gate.promise;
+        },
+      },
+    });
+    const sink = new MemorySink();
+    // A sync-flushed gzip prefix decompresses to the rows written so far.
+    const unzipped = () =>
+      gunzipSync(Buffer.concat(sink.chunks), { finishFlush: zlibConstants.Z_SYNC_FLUSH }).toString();
+    const arrived = firstChunk(sink, () => unzipped() !== '');
+    const done = exports.stream({ dataset: 'slow', format: 'ndjson', compression: 'gzip' }, sink);
+    await arrived;
+    expect(
+      gunzipSync(Buffer.concat(sink.chunks), { finishFlush: zlibConstants.Z_SYNC_FLUSH }).toString(),
+    ).toBe('{"id":1}\n');
+    gate.resolve();
+    await done;
+  });
+
+  it('frees the slot on abort even when the source ignores the signal and never returns', async () => {
+    const exports = manager({
+      deaf: {
+        async *source() {
+          yield { id: 1 };
+          await new Promise(() => {}); // never settles, never looks at the signal
+        },
+      },
+    });
+    const sink = new MemorySink();
+    const arrived = firstChunk(sink);
+    const controller = new AbortController();
+    const done = exports.stream({ dataset: 'deaf', format: 'ndjson' }, sink, { signal: controller.signal });
+    await arrived;
+    controller.abort();
+    await expect(done).rejects.toBeInstanceOf(CancelledError);
+    expect(exports.inFlight).toBe(0);
   });
 });

@@ -241,6 +241,9 @@ export function createExportHandler(
           { ...streamRequest(route.param!, request.query), ...caller },
           { signal: request.signal },
         );
+        // Headers wait for the first bytes, so that a source failing at once (a bad query, an
+        // upstream 500) is still answered with its status and a problem, not a cut 200.
+        await opened.ready;
         return {
           status: 200,
           headers: {

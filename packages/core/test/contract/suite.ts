@@ -866,6 +866,28 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         ]);
       });
 
+      it('answers a source that fails before its first row with a problem, not a cut 200', async () => {
+        const { api, manager } = await setup();
+        manager.defineDataset('broken', {
+          source: () => {
+            throw new Error('connection refused by db.internal:5432');
+          },
+        });
+        manager.defineDataset('broken-later', {
+          async *source() {
+            await Promise.resolve();
+            throw new Error('cursor failed at /var/lib/secret');
+          },
+        });
+        for (const dataset of ['broken', 'broken-later']) {
+          const response = await fetch(`${api}/stream/${dataset}?format=ndjson`);
+          const details = await problem(response, 502, 'SOURCE_FAILED');
+          // The source's own message (hosts, paths) never reaches the client.
+          expect(JSON.stringify(details)).not.toMatch(/db\.internal|secret/);
+        }
+        expect(manager.inFlight).toBe(0);
+      });
+
       it('streams NDJSON, gzip-compressed on request', async () => {
         const { api } = await setup();
         const response = await fetch(`${api}/stream/numbers?format=ndjson&count=2&compression=gzip`);
