@@ -874,10 +874,14 @@ export function runContractSuite(name: string, startServer: StartContractServer)
           },
         });
         manager.defineDataset('broken-later', {
-          async *source() {
-            await Promise.resolve();
-            throw new Error('cursor failed at /var/lib/secret');
-          },
+          // Opens fine, then fails on the first pull.
+          source: () => ({
+            [Symbol.asyncIterator]: () => ({
+              next: async () => {
+                throw new Error('cursor failed at /var/lib/secret');
+              },
+            }),
+          }),
         });
         for (const dataset of ['broken', 'broken-later']) {
           const response = await fetch(`${api}/stream/${dataset}?format=ndjson`);
