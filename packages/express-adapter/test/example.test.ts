@@ -1,7 +1,12 @@
-import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanup, listen, postJson, tempDir } from '../../core/test/contract/helpers.js';
+import {
+  checkExampleApp,
+  cleanup,
+  listen,
+  readmeExample,
+  tempDir,
+} from '../../core/test/contract/helpers.js';
 import { createApp } from '../examples/basic.js';
 
 const closers: (() => Promise<void>)[] = [];
@@ -13,10 +18,8 @@ afterEach(async () => {
 
 describe('README example', () => {
   it('quotes examples/basic.ts verbatim', async () => {
-    const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
-    const example = await readFile(new URL('../examples/basic.ts', import.meta.url), 'utf8');
-    const block = /<!-- example: examples\/basic\.ts[^>]*-->\n```ts\n([\s\S]*?)```/.exec(readme)?.[1];
-    expect(block).toBe(example);
+    const { quoted, file } = await readmeExample(new URL('../', import.meta.url));
+    expect(quoted).toBe(file);
   });
 
   it('serves exports', async () => {
@@ -24,26 +27,6 @@ describe('README example', () => {
     const server = await listen(createServer(app));
     closers.push(server.close, () => manager.close({ drainTimeoutMs: 0 }));
 
-    const streamed = await fetch(`${server.url}/export/stream/orders?format=csv`);
-    expect(streamed.status).toBe(200);
-    expect((await streamed.text()).trim().split(/\r?\n/)).toEqual(['id,total', '1,10', '2,20', '3,30']);
-
-    const created = await postJson(
-      `${server.url}/export/jobs`,
-      { dataset: 'orders', format: 'ndjson' },
-      { 'x-user-id': 'u1' },
-    );
-    expect(created.status).toBe(202);
-    const job = (await created.json()) as { id: string };
-    await manager.wait(job.id, { owner: 'u1' });
-    const download = await fetch(`${server.url}/export/jobs/${job.id}/download`, {
-      headers: { 'x-user-id': 'u1' },
-    });
-    expect(download.status).toBe(200);
-    expect((await download.text()).trim().split('\n')).toHaveLength(3);
-    // Another user does not see it.
-    expect(
-      (await fetch(`${server.url}/export/jobs/${job.id}`, { headers: { 'x-user-id': 'u2' } })).status,
-    ).toBe(404);
+    await checkExampleApp(server.url, manager);
   });
 });

@@ -1,6 +1,6 @@
 import { stringify } from 'csv-stringify/sync';
 import { describeValue, ValidationError } from '../errors.js';
-import { checkEncoderOptions, checkRows, inheritedKeys, type Row, stringifyJson } from './json.js';
+import { checkEncoderOptions, checkRows, inheritedKeys, type Row, stringifyJson } from './encoder-helpers.js';
 import type { EncoderOptions, Format, RowEncoder } from './types.js';
 
 /** `CsvOptions` with every default filled in. */

@@ -1,35 +1,15 @@
-import { checkEncoderOptions, checkRows, ProjectedJsonWriter, type Row, stringifyJson } from './json.js';
-import type { EncoderOptions, Format, RowEncoder } from './types.js';
+import { JsonRowsEncoder, type Row, stringifyJson } from './encoder-helpers.js';
+import type { Format } from './types.js';
 
-class NdjsonEncoder implements RowEncoder {
-  readonly #json = { bigint: false };
-  readonly #projected: ProjectedJsonWriter | undefined;
-  #rows = 0;
-  #finished = false;
-
-  constructor(options: EncoderOptions | undefined) {
-    const { columns } = checkEncoderOptions(options);
-    if (columns !== undefined) {
-      this.#projected = new ProjectedJsonWriter(
-        columns.map((column) => column.name),
-        this.#json,
-      );
-    }
-  }
-
-  encode(rows: readonly Row[]): string {
-    if (this.#finished) throw new Error('encode() was called after finish()');
-    checkRows(rows, this.#rows);
-    this.#rows += rows.length;
-    if (this.#projected !== undefined) return this.#projected.write(rows, '', '', '\n');
+class NdjsonEncoder extends JsonRowsEncoder {
+  protected encodeBatch(rows: readonly Row[]): string {
+    if (this.projected !== undefined) return this.projected.write(rows, '', '', '\n');
     let out = '';
-    for (let r = 0; r < rows.length; r++) out += (stringifyJson(rows[r], this.#json) ?? 'null') + '\n';
+    for (let r = 0; r < rows.length; r++) out += (stringifyJson(rows[r], this.json) ?? 'null') + '\n';
     return out;
   }
 
-  finish(): string {
-    if (this.#finished) throw new Error('finish() was called twice');
-    this.#finished = true;
+  protected closing(): string {
     return '';
   }
 }

@@ -1,12 +1,13 @@
 // Shared by the adapter packages' own tests (not only the contract suite): managers, temp dirs,
 // servers on 127.0.0.1:0, cleaned up by `cleanup()` in `afterEach`.
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExportManager, type ExportManagerOptions } from '@spark-export/core';
+import { expect } from 'vitest';
 
 export interface Deferred<T = void> {
   promise: Promise<T>;
@@ -84,4 +85,38 @@ export function postJson(
     headers: { 'content-type': 'application/json', ...headers },
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
+}
+
+/** The code block of `README.md` marked `<!-- example: examples/basic.ts -->`, and that file. */
+export async function readmeExample(packageDir: URL): Promise<{ quoted: string | undefined; file: string }> {
+  const readme = await readFile(new URL('README.md', packageDir), 'utf8');
+  const file = await readFile(new URL('examples/basic.ts', packageDir), 'utf8');
+  const quoted = /<!-- example: examples\/basic\.ts[^>]*-->\n```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+  return { quoted, file };
+}
+
+/**
+ * What every adapter README example promises: `orders` streams as CSV, a job of user `u1`
+ * downloads, and user `u2` does not see it.
+ */
+export async function checkExampleApp(origin: string, manager: ExportManager): Promise<void> {
+  const streamed = await fetch(`${origin}/export/stream/orders?format=csv`);
+  expect(streamed.status).toBe(200);
+  expect((await streamed.text()).trim().split(/\r?\n/)).toEqual(['id,total', '1,10', '2,20', '3,30']);
+
+  const created = await postJson(
+    `${origin}/export/jobs`,
+    { dataset: 'orders', format: 'ndjson' },
+    { 'x-user-id': 'u1' },
+  );
+  expect(created.status).toBe(202);
+  const job = (await created.json()) as { id: string };
+  await manager.wait(job.id, { owner: 'u1' });
+  const download = await fetch(`${origin}/export/jobs/${job.id}/download`, {
+    headers: { 'x-user-id': 'u1' },
+  });
+  expect(download.status).toBe(200);
+  expect((await download.text()).trim().split('\n')).toHaveLength(3);
+  const intruder = await fetch(`${origin}/export/jobs/${job.id}`, { headers: { 'x-user-id': 'u2' } });
+  expect(intruder.status).toBe(404);
 }
