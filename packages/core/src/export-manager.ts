@@ -929,7 +929,23 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
 
     const run = async () => {
       let release: Release | undefined;
+      let ran = false;
       let startedAt = queuedAt;
+      let ownerCounted = true;
+      // The slot (and the owner's share) is given back as soon as the data is written or the
+      // export failed, before the manifest write: a client that sees the job finished and asks
+      // again must find the slot free.
+      const freeSlot = () => {
+        if (release) {
+          release();
+          release = undefined;
+          this.metrics?.inFlight.dec();
+        }
+        if (ownerCounted) {
+          ownerCounted = false;
+          this.#ownerDelta(record.owner, -1);
+        }
+      };
       try {
         if (typeof admission === 'function') {
           release = admission;
@@ -949,10 +965,12 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
         record.status = 'running';
         record.startedAt = new Date(startedAt).toISOString();
         record.attempts++;
+        ran = true;
         this.metrics?.inFlight.inc();
         await this.#persist(record);
         this.emit('job:started', this.#view(record), contextOf(record));
         await this.#writeJobFile(record, prepared, controller.signal, store);
+        freeSlot();
         const finishedAt = this.#now();
         const maxAgeMs = this.#options.retention?.maxAgeMs;
         // The job only becomes `succeeded` (and its file servable) once the manifest says so.
@@ -966,9 +984,10 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
         Object.assign(record, finished);
         this.#addStorage(record.file?.bytes ?? 0);
         this.#estimator.observe(finishedAt - startedAt);
-        this.#finishMetrics(record, 'succeeded', startedAt, release !== undefined);
+        this.#finishMetrics(record, 'succeeded', startedAt, ran);
         this.emit('job:succeeded', this.#view(record), contextOf(record));
       } catch (caught) {
+        freeSlot();
         // An abort's reason (CANCELLED, INTERRUPTED) wins over however the abort surfaced.
         const reason: unknown = controller.signal.reason;
         const error =
@@ -985,15 +1004,11 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
         await this.#persist(record).catch((persistError) =>
           this.emit('warning', `Could not write the manifest of job ${record.id}`, persistError),
         );
-        this.#finishMetrics(record, cancelled ? 'cancelled' : 'failed', startedAt, release !== undefined);
+        this.#finishMetrics(record, cancelled ? 'cancelled' : 'failed', startedAt, ran);
         if (cancelled) this.emit('job:cancelled', this.#view(record), contextOf(record));
         else this.emit('job:failed', this.#view(record), error, contextOf(record));
       } finally {
-        if (release) {
-          release();
-          this.metrics?.inFlight.dec();
-        }
-        this.#ownerDelta(record.owner, -1);
+        freeSlot();
         this.#active.delete(record.id);
         resolveSettled();
       }

@@ -59,7 +59,7 @@ export async function writeExport(options: WriteExportOptions): Promise<WriteExp
   let sourceError: unknown;
   /** Set once the pipeline failed: no more rows are pulled. */
   let stopped = false;
-  /** True while a batch is being pulled from the source. */
+  /** True while a batch is being pulled from the source (also while a stalled pull's text is flushed). */
   let pulling = false;
 
   const gzip = options.gzip ? createGzip() : undefined;
@@ -80,7 +80,17 @@ export async function writeExport(options: WriteExportOptions): Promise<WriteExp
         let next: IteratorResult<Record<string, unknown>[]>;
         pulling = true;
         try {
-          next = await batches.next();
+          const pull = batches.next();
+          let result = text.length > 0 ? await stalledAfter(pull, FLUSH_AFTER_MS) : await pull;
+          if (result === STALLED) {
+            // The source is waiting (an upstream, a database, a parser): send what is encoded.
+            yield text;
+            text = '';
+            lastFlush = performance.now();
+            gzip?.flush();
+            result = await pull;
+          }
+          next = result;
         } catch (error) {
           // Remember whether the source failed on its own or because the export was aborted.
           sourceError = signal.aborted ? undefined : error;
@@ -139,6 +149,17 @@ export async function writeExport(options: WriteExportOptions): Promise<WriteExp
   }
   rows += pendingRows;
   return { rows, bytes: meter.bytes, sha256: meter.digest() };
+}
+
+const STALLED = Symbol('stalled');
+
+/** `promise`'s value, or `STALLED` when it takes longer than `ms`. */
+function stalledAfter<T>(promise: Promise<T>, ms: number): Promise<T | typeof STALLED> {
+  let timer: NodeJS.Timeout | undefined;
+  const stalled = new Promise<typeof STALLED>((resolve) => {
+    timer = setTimeout(resolve, ms, STALLED);
+  });
+  return Promise.race([promise, stalled]).finally(() => clearTimeout(timer));
 }
 
 function classify(error: unknown, sourceError: unknown, signal: AbortSignal, dataset: string): unknown {

@@ -1100,6 +1100,20 @@ describe('stream(): slow sources', () => {
     expect(sink.text()).toBe('id\n1\n2\n3\n');
   });
 
+  it('hands rows of a byte-stream source (fromNdjson) on while its upstream stalls', async () => {
+    const upstream = new PassThrough();
+    const exports = manager({ upstream: { source: () => fromNdjson(upstream) } });
+    const sink = new MemorySink();
+    const arrived = firstChunk(sink);
+    const done = exports.stream({ dataset: 'upstream', format: 'ndjson' }, sink);
+    upstream.write('{"id":1}\n{"id":2}\n');
+    // The upstream says nothing more for now; what was parsed still goes out.
+    await arrived;
+    expect(sink.text()).toBe('{"id":1}\n{"id":2}\n');
+    upstream.end('{"id":3}\n');
+    await expect(done).resolves.toMatchObject({ rows: 3 });
+  });
+
   it('pushes gzip output out too, while the source waits', async () => {
     const gate = deferred();
     const exports = manager({

@@ -794,3 +794,31 @@ describe('close', () => {
     expect(await listDir(directory)).toEqual(started.map((job) => `${job.id}.json`).sort());
   });
 });
+
+describe('slots of finished jobs', () => {
+  it('are free again by the time a job is seen failed or succeeded, so the client can start the next', async () => {
+    const jobs = manager({
+      maxConcurrent: 1,
+      datasets: {
+        broken: {
+          source: () => {
+            throw new Error('no database');
+          },
+        },
+      },
+    });
+    const seen: string[] = [];
+    const check = (job: Job) => {
+      // What a client polling the job would see next: a finished job and a free slot.
+      seen.push(`${job.status}:${jobs.inFlight}`);
+    };
+    jobs.on('job:failed', check);
+    jobs.on('job:succeeded', check);
+
+    const failed = await jobs.start({ dataset: 'broken', format: 'csv' });
+    expect((await jobs.wait(failed.id)).status).toBe('failed');
+    const succeeded = await jobs.start({ dataset: 'plain', format: 'csv' });
+    expect((await jobs.wait(succeeded.id)).status).toBe('succeeded');
+    expect(seen).toEqual(['failed:0', 'succeeded:0']);
+  });
+});

@@ -88,10 +88,12 @@ export async function downloadResponse(
     'content-disposition': attachmentDisposition(info.filename),
   };
   if (options.accelRedirect) {
-    // nginx serves the bytes (ranges included) from its internal location.
+    // nginx serves the bytes (ranges included) from its internal location and adds its own
+    // Accept-Ranges; ours would reach the client as a second one ("bytes, bytes").
+    const { 'accept-ranges': _ours, ...forNginx } = headers;
     return {
       status: 200,
-      headers: { ...headers, 'x-accel-redirect': `${options.accelRedirect.prefix}${basename(info.path)}` },
+      headers: { ...forNginx, 'x-accel-redirect': `${options.accelRedirect.prefix}${basename(info.path)}` },
     };
   }
 
