@@ -39,6 +39,12 @@ export interface SidecarSettings {
   logLevel: LogLevel;
   /** `EXPORT_PROCESS_METRICS`: Node process metrics on `/export/metrics`. @default true */
   processMetrics: boolean;
+  /**
+   * `EXPORT_ACCEL_REDIRECT_PREFIX`: answer downloads with `X-Accel-Redirect: <prefix><file>` and
+   * let nginx send the file from an `internal` location over the exports directory
+   * (`/export-files/` in nginx/export.conf). @default undefined (the sidecar sends files itself)
+   */
+  accelRedirectPrefix: string | undefined;
 }
 
 /**
@@ -118,6 +124,17 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     );
   }
 
+  const accelRedirectPrefix = get('EXPORT_ACCEL_REDIRECT_PREFIX');
+  if (
+    accelRedirectPrefix !== undefined &&
+    (!/^\/(?:[A-Za-z0-9._~-]+\/)+$/.test(accelRedirectPrefix) ||
+      accelRedirectPrefix.split('/').some((segment) => segment === '.' || segment === '..'))
+  ) {
+    problems.push(
+      `Expected EXPORT_ACCEL_REDIRECT_PREFIX to be a URL path that starts and ends with "/", such as /export-files/, got ${describeValue(accelRedirectPrefix)}`,
+    );
+  }
+
   const settings: SidecarSettings = {
     port: integer('PORT', 4001, 0, 65_535),
     host,
@@ -135,6 +152,7 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     databaseUrl,
     logLevel: logLevel as LogLevel,
     processMetrics: processMetricsText === 'true' || processMetricsText === '1',
+    accelRedirectPrefix,
   };
   if (problems.length > 0) throw new ConfigError('Invalid environment', problems);
   return settings;

@@ -37,6 +37,7 @@ describe('environment', () => {
       databaseUrl: undefined,
       logLevel: 'info',
       processMetrics: true,
+      accelRedirectPrefix: undefined,
     });
   });
 
@@ -59,6 +60,7 @@ describe('environment', () => {
         DATABASE_URL: 'postgres://u@db/app',
         LOG_LEVEL: 'DEBUG',
         EXPORT_PROCESS_METRICS: 'false',
+        EXPORT_ACCEL_REDIRECT_PREFIX: '/export-files/',
       },
       '/srv',
     );
@@ -77,7 +79,19 @@ describe('environment', () => {
       databaseUrl: 'postgres://u@db/app',
       logLevel: 'debug',
       processMetrics: false,
+      accelRedirectPrefix: '/export-files/',
     });
+  });
+
+  it('takes an X-Accel-Redirect prefix only as a path that starts and ends with a slash', () => {
+    for (const bad of ['export-files/', '/export-files', '/a/../b/', '/a b/', 'http://x/']) {
+      expect(problemsOf(() => parseEnv({ EXPORT_ACCEL_REDIRECT_PREFIX: bad }))).toEqual([
+        `Expected EXPORT_ACCEL_REDIRECT_PREFIX to be a URL path that starts and ends with "/", such as /export-files/, got ${JSON.stringify(bad)} (string)`,
+      ]);
+    }
+    expect(parseEnv({ EXPORT_ACCEL_REDIRECT_PREFIX: '/internal/exports/' }).accelRedirectPrefix).toBe(
+      '/internal/exports/',
+    );
   });
 
   it('reports every bad value at once, naming the variable, the expectation and the value', () => {

@@ -1,0 +1,63 @@
+#!/bin/sh
+# Assembles the sidecar's runtime tree: what the Docker image's runtime stage copies, and what
+# examples/sidecar/test/docker-artifact.test.ts builds and starts without Docker.
+#
+#   build-artifact.sh <src-root> <out-dir>
+#
+# <src-root> is a checkout of the repository whose workspaces are already built (`npm ci` then
+# `npm run build`: the dist/ folders of core, the Fastify plugin and the sidecar). <out-dir>
+# must be empty or missing. It gets the root manifest and lockfile, the package.json and dist/
+# of the three workspace packages the sidecar runs on, and a production-only node_modules:
+#
+#   <out-dir>/package.json, package-lock.json
+#   <out-dir>/packages/core/{package.json,dist}
+#   <out-dir>/packages/fastify-plugin/{package.json,dist}
+#   <out-dir>/examples/sidecar/{package.json,dist}
+#   <out-dir>/node_modules            (@spark-export/* are links to the folders above)
+#
+# Start it with `node examples/sidecar/dist/server.js` from <out-dir>.
+set -eu
+
+if [ $# -ne 2 ]; then
+  echo "usage: $0 <src-root> <out-dir>" >&2
+  exit 2
+fi
+src=$(cd "$1" && pwd)
+mkdir -p "$2"
+out=$(cd "$2" && pwd)
+if [ -n "$(ls -A "$out")" ]; then
+  echo "build-artifact.sh: $out is not empty" >&2
+  exit 2
+fi
+
+# The workspaces the sidecar needs at run time (its dependencies @spark-export/core and
+# @spark-export/fastify). The other workspaces are left out: npm ci --workspace ignores them.
+for pkg in packages/core packages/fastify-plugin examples/sidecar; do
+  if [ ! -f "$src/$pkg/dist/index.js" ] && [ ! -f "$src/$pkg/dist/server.js" ]; then
+    echo "build-artifact.sh: $src/$pkg/dist is missing: run npm ci && npm run build in $src first" >&2
+    exit 1
+  fi
+  mkdir -p "$out/$pkg"
+  cp "$src/$pkg/package.json" "$out/$pkg/package.json"
+  cp -R "$src/$pkg/dist" "$out/$pkg/dist"
+done
+cp "$src/package.json" "$src/package-lock.json" "$out/"
+
+# Production dependencies of the sidecar only, exactly as locked. better-sqlite3 runs its
+# install script (a prebuilt binary when one can be downloaded, else a build from source with
+# python3, make and g++); the root package.json's allowScripts approves it for npm 11.
+cd "$out"
+npm ci --omit=dev --workspace @spark-export/sidecar --include-workspace-root=false \
+  --no-audit --no-fund --loglevel=error
+
+# Fail here, not at the first request, when the native module or a workspace link is broken.
+cd "$out/examples/sidecar"
+node -e "
+  const Database = require('better-sqlite3');
+  new Database(':memory:').prepare('select 1').get();
+  Promise.all([import('@spark-export/core'), import('@spark-export/fastify')]).catch((error) => {
+    console.error(error);
+    process.exit(1);
+  });
+"
+echo "build-artifact.sh: runtime tree ready in $out"
