@@ -62,6 +62,8 @@ export interface Dataset extends DatasetDefinition {
 
 const DATASET_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+const INTEGER_TEXT = /^[-+]?\d+$/;
+const NUMBER_TEXT = /^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$/;
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/;
 
 /**
@@ -121,6 +123,16 @@ export function defineDataset(name: string, definition: DatasetDefinition): Data
       throw new TypeError(
         `Expected dataset "${name}" params.${param}.values to be a non-empty array of strings`,
       );
+    }
+    if (spec.default !== undefined) {
+      // A default is used as it is; check it now rather than on the first request without the param.
+      try {
+        coerceParam(param, spec, spec.default);
+      } catch (error) {
+        throw new TypeError(
+          `Dataset "${name}" params.${param}.default is invalid: ${(error as Error).message}`,
+        );
+      }
     }
   }
   const formats = definition.formats ?? FORMAT_NAMES;
@@ -184,14 +196,12 @@ function coerceParam(key: string, spec: ParamSpec, value: unknown): string | num
     }
     case 'integer':
     case 'number': {
-      const number =
-        typeof value === 'number' ? value : typeof value === 'string' ? Number(value.trim()) : Number.NaN;
       const integer = spec.type === 'integer';
-      if (
-        (typeof value === 'string' && value.trim() === '') ||
-        !Number.isFinite(number) ||
-        (integer && !Number.isSafeInteger(number))
-      ) {
+      // Decimal text only: `Number()` would also take "0x10", "0b11" or "1e3" for an integer.
+      const text = integer ? INTEGER_TEXT : NUMBER_TEXT;
+      const trimmed = typeof value === 'string' ? value.trim() : '';
+      const number = typeof value === 'number' ? value : text.test(trimmed) ? Number(trimmed) : Number.NaN;
+      if (!Number.isFinite(number) || (integer && !Number.isSafeInteger(number))) {
         throw fail(integer ? 'an integer' : 'a number');
       }
       if (spec.min !== undefined && number < spec.min) throw fail(`>= ${spec.min}`);

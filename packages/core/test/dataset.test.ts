@@ -50,6 +50,20 @@ describe('defineDataset', () => {
     });
   });
 
+  it('checks a param default against its own type when the dataset is defined', () => {
+    expect(() =>
+      defineDataset('orders', { source, params: { limit: { type: 'integer', default: 'ten' } } }),
+    ).toThrow(
+      'Dataset "orders" params.limit.default is invalid: Expected param "limit" to be an integer, got "ten" (string)',
+    );
+    expect(() =>
+      defineDataset('orders', { source, params: { state: { type: 'enum', values: ['a'], default: 'b' } } }),
+    ).toThrow(/params\.state\.default is invalid/);
+    expect(defineDataset('orders', { source, params: { limit: { type: 'integer', default: 5 } } }).name).toBe(
+      'orders',
+    );
+  });
+
   it.each<[string, string, DatasetDefinition, string]>([
     [
       'a name with a slash',
@@ -202,11 +216,14 @@ describe('validateParams', () => {
       expect(coerce({ type: 'integer' }, -3)).toBe(-3);
     });
 
-    it.each(['1.5', 'ten', '   ', 'NaN', 'Infinity', '9007199254740993'])('rejects %j', (value) => {
-      expect(invalidParam({ type: 'integer' }, value).message).toMatch(
-        /^Expected param "p" to be an integer, got /,
-      );
-    });
+    it.each(['1.5', 'ten', '   ', 'NaN', 'Infinity', '9007199254740993', '0x10', '0b11', '1e3', '1_000'])(
+      'rejects %j',
+      (value) => {
+        expect(invalidParam({ type: 'integer' }, value).message).toMatch(
+          /^Expected param "p" to be an integer, got /,
+        );
+      },
+    );
 
     it('rejects a fractional JSON number and a boolean', () => {
       expect(invalidParam({ type: 'integer' }, 1.5).message).toBe(
@@ -236,6 +253,7 @@ describe('validateParams', () => {
       expect(invalidParam(spec, '-2').message).toBe('Expected param "p" to be >= -1.5, got "-2" (string)');
       expect(invalidParam(spec, 'abc').message).toBe('Expected param "p" to be a number, got "abc" (string)');
       expect(invalidParam({ type: 'number' }, 'Infinity').message).toMatch(/to be a number/);
+      expect(invalidParam({ type: 'number' }, '0x10').message).toMatch(/to be a number/);
     });
   });
 
