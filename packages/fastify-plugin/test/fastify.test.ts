@@ -3,7 +3,13 @@ import { type ExportManager, isExportError } from '@spark-export/core';
 import { exportFrameworkErrors, exportPlugin } from '@spark-export/fastify';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanup, createManager, deferred, postJson, tempDir } from '../../core/test/contract/helpers.js';
+import {
+  cleanup,
+  createManager,
+  defineEndlessDataset,
+  postJson,
+  tempDir,
+} from '../../core/test/contract/helpers.js';
 
 const apps: FastifyInstance[] = [];
 
@@ -245,21 +251,7 @@ describe('exportPlugin', () => {
 
   it('streams an export, and a client that leaves aborts it and frees its slot', async () => {
     const manager = await createManager();
-    const closed = deferred();
-    let produced = 0;
-    manager.defineDataset('endless', {
-      source: async function* () {
-        try {
-          for (;;) {
-            produced++;
-            yield { n: produced, pad: 'x'.repeat(200) };
-            await new Promise((resolve) => setImmediate(resolve));
-          }
-        } finally {
-          closed.resolve();
-        }
-      },
-    });
+    const { closed } = defineEndlessDataset(manager);
     const url = await start(await createApp(manager));
     const controller = new AbortController();
     const response = await fetch(`${url}/export/stream/endless?format=ndjson`, { signal: controller.signal });
@@ -268,7 +260,7 @@ describe('exportPlugin', () => {
     await response.body!.getReader().read();
     expect(manager.inFlight).toBe(1);
     controller.abort();
-    await closed.promise;
+    await closed;
     await expect.poll(() => manager.inFlight).toBe(0);
   });
 });

@@ -3,7 +3,13 @@ import { bodyParser } from '@koa/bodyparser';
 import { exportMiddleware } from '@spark-export/koa';
 import Koa from 'koa';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanup, createManager, deferred, listen, postJson } from '../../core/test/contract/helpers.js';
+import {
+  cleanup,
+  createManager,
+  defineEndlessDataset,
+  listen,
+  postJson,
+} from '../../core/test/contract/helpers.js';
 
 const servers: { close(): Promise<void> }[] = [];
 
@@ -125,22 +131,7 @@ describe('exportMiddleware', () => {
 
   it('streams an export, and a client that leaves aborts it and frees its slot', async () => {
     const manager = await createManager();
-    const closed = deferred();
-    let produced = 0;
-    manager.defineDataset('endless', {
-      source: async function* () {
-        try {
-          for (;;) {
-            produced++;
-            yield { n: produced, pad: 'x'.repeat(200) };
-            // Let the event loop run so that the abort can reach the source.
-            await new Promise((resolve) => setImmediate(resolve));
-          }
-        } finally {
-          closed.resolve();
-        }
-      },
-    });
+    const { closed } = defineEndlessDataset(manager);
     const app = new Koa();
     // Koa reports a streamed body cut short by the client (premature close) as an app error.
     const errors: unknown[] = [];
@@ -155,7 +146,7 @@ describe('exportMiddleware', () => {
     await reader.read();
     expect(manager.inFlight).toBe(1);
     controller.abort();
-    await closed.promise;
+    await closed;
     await expect.poll(() => manager.inFlight).toBe(0);
   });
 });

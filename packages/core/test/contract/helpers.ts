@@ -120,3 +120,25 @@ export async function checkExampleApp(origin: string, manager: ExportManager): P
   const intruder = await fetch(`${origin}/export/jobs/${job.id}`, { headers: { 'x-user-id': 'u2' } });
   expect(intruder.status).toBe(404);
 }
+
+/**
+ * Adds a dataset `endless` that yields rows until it is closed; `closed` resolves once its
+ * generator's `finally` ran, i.e. once an abort really reached the source.
+ */
+export function defineEndlessDataset(manager: ExportManager): { closed: Promise<void> } {
+  const closed = deferred();
+  manager.defineDataset('endless', {
+    source: async function* () {
+      try {
+        for (let n = 1; ; n++) {
+          yield { n, pad: 'x'.repeat(200) };
+          // Let the event loop run so that the abort can reach the source.
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      } finally {
+        closed.resolve();
+      }
+    },
+  });
+  return { closed: closed.promise };
+}
