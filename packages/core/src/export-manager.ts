@@ -1,5 +1,5 @@
-import { EventEmitter } from 'node:events';
-import { createWriteStream } from 'node:fs';
+import { EventEmitter, once } from 'node:events';
+import { createWriteStream, type WriteStream } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import {
@@ -1044,14 +1044,16 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
       }
     }
     let lastProgress = 0;
+    let file: WriteStream | undefined;
     try {
       const source = await openSource(prepared, signal);
+      // `flush` fsyncs the file before it is closed, so the rename below publishes durable data.
+      file = createWriteStream(partPath, { flags: 'wx', flush: true });
       const result = await writeExport({
         dataset: record.dataset,
         source,
         encoder: this.#encoder(prepared),
-        // `flush` fsyncs the file before it is closed, so the rename below publishes durable data.
-        destination: createWriteStream(partPath, { flags: 'wx', flush: true }),
+        destination: file,
         signal,
         gzip: record.compression === 'gzip',
         batchSize: this.#batchSize,
@@ -1085,6 +1087,14 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
         contentType: contentTypeOf(prepared),
       };
     } catch (error) {
+      // The file stream opens its file asynchronously: an export that fails at once can reach
+      // this point before the `.part` file even exists. Wait for the stream to close first, or
+      // the open would create the file again after it was removed.
+      if (file && !file.closed) {
+        const closed = once(file, 'close').catch(() => {});
+        file.destroy();
+        await closed;
+      }
       // A failed cleanup is reported, but must not replace the error that ended the export.
       for (const path of [partPath, finalPath]) {
         await rm(path, { force: true }).catch((cleanupError: unknown) =>
