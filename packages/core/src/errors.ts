@@ -16,6 +16,8 @@ export type ExportErrorCode =
   | 'NOT_FOUND'
   | 'JOB_NOT_READY'
   | 'JOB_EXPIRED'
+  | 'JOB_FILE_CORRUPT'
+  | 'IDEMPOTENCY_KEY_REUSED'
   | 'SOURCE_FAILED'
   | 'WRITE_FAILED'
   | 'CANCELLED'
@@ -171,9 +173,13 @@ export class NotFoundError extends ExportError {
   }
 }
 
-/** The job exists but its file is not ready (409) or has expired (410). */
+/** The job exists but its file is not ready (409), has expired (410) or is damaged (410 `JOB_FILE_CORRUPT`). */
 export class JobStateError extends ExportError {
-  constructor(code: 'JOB_NOT_READY' | 'JOB_EXPIRED', message: string, options: ExportErrorOptions = {}) {
+  constructor(
+    code: 'JOB_NOT_READY' | 'JOB_EXPIRED' | 'JOB_FILE_CORRUPT',
+    message: string,
+    options: ExportErrorOptions = {},
+  ) {
     super(code, code === 'JOB_NOT_READY' ? 409 : 410, message, options);
   }
 }
@@ -188,10 +194,23 @@ export class SourceError extends ExportError {
   }
 }
 
-/** Writing the export to its destination failed (disk full, client gone, read-only directory). */
+/**
+ * Writing the export to its destination failed (disk full, client gone, read-only directory).
+ * 500 by default; 507 when storage is full and 503 when it is unavailable (see {@link WriteError.fromStorage}).
+ */
 export class WriteError extends ExportError {
-  constructor(message: string, options: ExportErrorOptions = {}) {
-    super('WRITE_FAILED', 500, message, options);
+  constructor(message: string, options: ExportErrorOptions & { statusCode?: 500 | 503 | 507 } = {}) {
+    super('WRITE_FAILED', options.statusCode ?? 500, message, options);
+  }
+
+  /**
+   * A storage failure as a `WriteError`: 507 Insufficient Storage for a full disk or quota
+   * (`ENOSPC`, `EDQUOT`, `EFBIG`), else 503.
+   */
+  static fromStorage(message: string, cause: unknown): WriteError {
+    const code = (cause as { code?: unknown } | null)?.code;
+    const full = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG';
+    return new WriteError(message, { cause, statusCode: full ? 507 : 503 });
   }
 }
 

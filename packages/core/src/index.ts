@@ -1,6 +1,11 @@
 // The public surface of @spark-export/core. Everything exported here is covered by semver;
 // anything else is internal.
 
+// Seams: where jobs, files and slots live. The built-in implementations, and the interfaces
+// a shared backend (Redis, S3) implements; their contract suites are in `@spark-export/core/testing`.
+export type { Limiter, Release } from './admission/limiter.js';
+export { RetryAfterEstimator, type RetryAfterEstimatorOptions } from './admission/retry-after.js';
+export { type AcquireOptions, Semaphore, type SemaphoreOptions } from './admission/semaphore.js';
 export {
   type Dataset,
   type DatasetDefinition,
@@ -29,22 +34,7 @@ export {
   ValidationError,
   WriteError,
 } from './errors.js';
-export {
-  type CallerOptions,
-  ExportManager,
-  type ExportManagerEvents,
-  type ExportManagerOptions,
-  type ExportRequest,
-  type ExportResult,
-  type ExportSummary,
-  type JobEventContext,
-  type JobFileInfo,
-  type ListOptions,
-  type OpenedExport,
-  type RejectionEvent,
-  type RetentionOptions,
-  type StreamOptions,
-} from './export-manager.js';
+export { ExportManager, type ExportManagerOptions } from './export-manager.js';
 export { csvFormat, getFormat, jsonFormat, ndjsonFormat } from './formats/index.js';
 export type {
   ColumnSpec,
@@ -78,6 +68,8 @@ export {
   toNodeHandler,
   verifyDownloadSignature,
 } from './http/index.js';
+export type { ExportStorage, StorageWrite } from './jobs/export-storage.js';
+export { FileJobStore, type FileJobStoreOptions } from './jobs/file-job-store.js';
 export {
   type Compression,
   isJobId,
@@ -86,6 +78,9 @@ export {
   type JobFile,
   type JobStatus,
 } from './jobs/job.js';
+export type { JobQuery, JobStore } from './jobs/job-store.js';
+export { LocalExportStorage } from './jobs/local-storage.js';
+export type { RetentionOptions } from './jobs/retention.js';
 export {
   DURATION_BUCKETS,
   type ExportMetrics,
@@ -93,6 +88,17 @@ export {
   type ExportOutcome,
   registerExportMetrics,
 } from './metrics.js';
-export { RetryAfterEstimator, type RetryAfterEstimatorOptions } from './retry-after.js';
-export { type AcquireOptions, type Release, Semaphore, type SemaphoreOptions } from './semaphore.js';
+export type { ExportRequest } from './request.js';
 export { fromJsonArray, fromNdjson, type JsonArrayOptions } from './sources.js';
+export type {
+  CallerOptions,
+  ExportManagerEvents,
+  ExportResult,
+  ExportSummary,
+  JobEventContext,
+  JobFileInfo,
+  ListOptions,
+  OpenedExport,
+  RejectionEvent,
+  StreamOptions,
+} from './types.js';

@@ -17,14 +17,11 @@ import {
   ValidationError,
   WriteError,
 } from '../src/errors.js';
-import {
-  ExportManager,
-  type ExportManagerOptions,
-  type ExportRequest,
-  type ExportSummary,
-} from '../src/export-manager.js';
+import { ExportManager, type ExportManagerOptions } from '../src/export-manager.js';
 import type { FormatName } from '../src/formats/types.js';
+import type { ExportRequest } from '../src/request.js';
 import { fromJsonArray, fromNdjson } from '../src/sources.js';
+import type { ExportSummary } from '../src/types.js';
 
 // ---- helpers ----------------------------------------------------------------------------
 

@@ -137,7 +137,7 @@ describe('recovery after a crash (SIGKILL)', () => {
       expect(again).toMatchObject({ status: 'succeeded', file: job.file });
       const info = await manager.file(job.id);
       expect(info.size).toBe(job.file?.bytes);
-      expect(await sha256Of(info.path)).toBe(job.file?.sha256);
+      expect(await sha256Of(info.path ?? '')).toBe(job.file?.sha256);
     }
     const storage = (await manager.metrics!.storageBytes.get()).values[0]?.value;
     expect(storage).toBe(succeeded.reduce((total, job) => total + (job.file?.bytes ?? 0), 0));

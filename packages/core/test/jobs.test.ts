@@ -131,14 +131,14 @@ describe('start, wait, get', () => {
     expect(job.file?.name).toBe(`${job.id}.data.json`);
     expect(await listDir(directory)).toEqual([`${job.id}.data.json`, `${job.id}.json`]);
     const info = await jobs.file(job.id);
-    expect(JSON.parse(await readFile(info.path, 'utf8'))).toHaveLength(3);
+    expect(JSON.parse(await readFile(info.path ?? '', 'utf8'))).toHaveLength(3);
     expect((JSON.parse(await readFile(join(directory, `${job.id}.json`), 'utf8')) as JobRecord).status).toBe(
       'succeeded',
     );
     await jobs.close();
     const reopened = manager();
     expect(await reopened.get(job.id)).toMatchObject({ status: 'succeeded', file: job.file });
-    expect(await sha256Of((await reopened.file(job.id)).path)).toBe(job.file?.sha256);
+    expect(await sha256Of((await reopened.file(job.id)).path ?? '')).toBe(job.file?.sha256);
   });
 
   it('returns from start() with the job as queued or running, even when the source fails at once', async () => {

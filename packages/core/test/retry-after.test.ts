@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { RetryAfterEstimator } from '../src/retry-after.js';
+import { RetryAfterEstimator } from '../src/admission/retry-after.js';
 
 /** A random source that returns the given values in turn. */
 function sequence(...values: number[]): () => number {

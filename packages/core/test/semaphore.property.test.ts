@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { type Release, Semaphore } from '../src/admission/semaphore.js';
 import { BackpressureError, CancelledError } from '../src/errors.js';
-import { type Release, Semaphore } from '../src/semaphore.js';
 
 /**
  * Model-based test: random command sequences run against a real Semaphore (with fake timers)

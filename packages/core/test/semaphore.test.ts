@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { type Release, Semaphore } from '../src/admission/semaphore.js';
 import { BackpressureError, CancelledError } from '../src/errors.js';
-import { type Release, Semaphore } from '../src/semaphore.js';
 
 interface Tracked<T> {
   state: 'pending' | 'fulfilled' | 'rejected';

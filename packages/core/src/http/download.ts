@@ -1,9 +1,6 @@
-import { open } from 'node:fs/promises';
-import { basename } from 'node:path';
 import contentDispositionModule from 'content-disposition';
 import rangeParser from 'range-parser';
-import { JobStateError } from '../errors.js';
-import type { JobFileInfo } from '../export-manager.js';
+import type { JobFileInfo } from '../types.js';
 import { problemResponse } from './problem.js';
 import type { ExportHttpRequest, ExportHttpResponse } from './types.js';
 
@@ -73,6 +70,8 @@ export async function downloadResponse(
   info: JobFileInfo,
   options: DownloadResponseOptions = {},
 ): Promise<ExportHttpResponse> {
+  // Object storage that presigns URLs serves the bytes (and ranges) itself.
+  if (info.url) return { status: 302, headers: { location: info.url, 'cache-control': 'no-store' } };
   const etag = `"${info.sha256}"`;
   const common: Record<string, string> = {
     etag,
@@ -93,7 +92,7 @@ export async function downloadResponse(
     const { 'accept-ranges': _ours, ...forNginx } = headers;
     return {
       status: 200,
-      headers: { ...forNginx, 'x-accel-redirect': `${options.accelRedirect.prefix}${basename(info.path)}` },
+      headers: { ...forNginx, 'x-accel-redirect': `${options.accelRedirect.prefix}${info.name}` },
     };
   }
 
@@ -128,10 +127,7 @@ export async function downloadResponse(
   if (request.method === 'HEAD') return { status, headers };
 
   // Opening before answering turns a file removed in the meantime into a 410, not a cut response.
-  const handle = await open(info.path, 'r').catch((error: unknown) => {
-    throw new JobStateError('JOB_EXPIRED', 'The export file is gone', { cause: error });
-  });
-  const body = size === 0 ? handle.createReadStream({ start: 0 }) : handle.createReadStream({ start, end });
+  const body = await info.read(size === 0 || status === 200 ? undefined : { start, end });
   return { status, headers, body };
 }
 

@@ -1,11 +1,12 @@
 import type { Dataset, ParamSpec } from '../dataset.js';
 import { describeValue, ExportError, NotFoundError, ValidationError } from '../errors.js';
-import type { ExportManager, ExportRequest } from '../export-manager.js';
 import { isJobId, type Job } from '../jobs/job.js';
+import type { ExportRequest } from '../request.js';
 import { VERSION } from '../version.js';
 import { readJsonBody } from './body.js';
 import { attachmentDisposition, downloadResponse } from './download.js';
 import { errorToProblem, problemResponse } from './problem.js';
+import type { ExportService } from './service.js';
 import { createDownloadSigner, type DownloadSigner, normalizePrefix } from './signing.js';
 import type { ExportHttpHandler, ExportHttpRequest, ExportHttpResponse } from './types.js';
 
@@ -129,7 +130,7 @@ const LIST_QUERY_KEYS = new Set(['status', 'limit', 'cursor']);
 const STREAM_QUERY_KEYS = new Set(['format', 'columns', 'filename', 'compression']);
 
 /**
- * The framework-neutral HTTP API of an {@link ExportManager}: routing, validation, error
+ * The framework-neutral HTTP API of an export service (an `ExportManager`): routing, validation, error
  * mapping (RFC 9457 problems), downloads with ranges and ETags, streamed exports. Adapters
  * translate their framework's request and response to and from its shapes.
  *
@@ -140,7 +141,7 @@ const STREAM_QUERY_KEYS = new Set(['format', 'columns', 'filename', 'compression
  * ```
  */
 export function createExportHandler(
-  manager: ExportManager,
+  manager: ExportService,
   options: ExportRoutesOptions = {},
 ): ExportRoutesHandler {
   const prefix = normalizePrefix(options.prefix ?? '/export');

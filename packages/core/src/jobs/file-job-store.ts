@@ -1,105 +1,165 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isJobId, JOB_STATUSES, type JobRecord } from './job.js';
+import { type JobQuery, type JobStore, matchesQuery, newestFirst } from './job-store.js';
 
-/** What {@link FileJobStore.scan} found in the exports directory. */
-export interface ScanResult {
-  records: JobRecord[];
-  /** Manifests that could not be read or parsed, already moved aside (`<name>.corrupt`). */
-  corrupt: { file: string; movedTo: string; error: unknown }[];
-  /** Every other file name in the directory (data files, `.part` files, strangers). */
-  files: string[];
+export interface FileJobStoreOptions {
+  /** Told about manifests that could not be read (moved aside to `<name>.corrupt`). */
+  onWarning?: (message: string, cause?: unknown) => void;
 }
 
 /**
- * Job manifests as JSON files next to the export files. Every manifest write is atomic: a temp
- * file is written, fsynced and renamed over the old one, so a crash leaves either the old or
- * the new manifest, never half of one. File names derive from job ids only.
+ * Job manifests as JSON files (`<id>.json`) in the exports directory, with an in-memory index
+ * read at `open()`: one process owns a directory. Every manifest write is atomic: a temp file
+ * is written, fsynced and renamed over the old one, so a crash leaves either the old or the new
+ * manifest, never half of one; a failed write leaves no temp file. File names derive from job
+ * ids only.
  */
-export class FileJobStore {
+export class FileJobStore implements JobStore {
   readonly directory: string;
+  readonly #records = new Map<string, JobRecord>();
+  readonly #writes = new Map<string, Promise<void>>();
+  readonly #onWarning: (message: string, cause?: unknown) => void;
 
-  constructor(directory: string) {
+  constructor(directory: string, options: FileJobStoreOptions = {}) {
     this.directory = directory;
-  }
-
-  async init(): Promise<void> {
-    await mkdir(this.directory, { recursive: true });
+    this.#onWarning = options.onWarning ?? (() => {});
   }
 
   manifestPath(id: string): string {
     return join(this.directory, `${checkId(id)}.json`);
   }
 
-  /** The final data file of a job. */
-  dataPath(name: string): string {
-    return join(this.directory, name);
-  }
-
-  async save(record: JobRecord): Promise<void> {
-    const target = this.manifestPath(record.id);
-    const temp = `${target}.${randomBytes(4).toString('hex')}.tmp`;
-    const handle = await open(temp, 'wx');
-    try {
-      await handle.writeFile(`${JSON.stringify(record, null, 2)}\n`);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    try {
-      await rename(temp, target);
-    } catch (error) {
-      await rm(temp, { force: true });
-      throw error;
-    }
-  }
-
-  async remove(id: string): Promise<void> {
-    await rm(this.manifestPath(id), { force: true });
-  }
-
-  async removeFile(name: string): Promise<void> {
-    await rm(this.dataPath(name), { force: true });
-  }
-
-  async fileSize(name: string): Promise<number | undefined> {
-    try {
-      return (await stat(this.dataPath(name))).size;
-    } catch {
-      return undefined;
-    }
-  }
-
   /**
-   * Reads every manifest. A manifest that cannot be parsed or does not look like one is moved
-   * aside to `<name>.corrupt` and reported, never thrown. Leftover manifest temp files are
-   * removed.
+   * Reads every manifest. One that cannot be parsed or does not look like one is moved aside
+   * to `<name>.corrupt` and reported, never thrown. Leftover manifest temp files are removed.
    */
-  async scan(): Promise<ScanResult> {
-    const names = await readdir(this.directory);
-    const result: ScanResult = { records: [], corrupt: [], files: [] };
-    for (const name of names) {
-      if (name.endsWith('.tmp')) {
+  async open(): Promise<void> {
+    await mkdir(this.directory, { recursive: true });
+    for (const name of await readdir(this.directory)) {
+      if (isManifestTemp(name)) {
         await rm(join(this.directory, name), { force: true });
         continue;
       }
       const id = name.endsWith('.json') ? name.slice(0, -'.json'.length) : undefined;
-      if (!id || !isJobId(id)) {
-        result.files.push(name);
-        continue;
-      }
+      if (!id || !isJobId(id)) continue;
       try {
-        const record = parseRecord(await readFile(join(this.directory, name), 'utf8'), id);
-        result.records.push(record);
+        this.#records.set(id, parseRecord(await readFile(join(this.directory, name), 'utf8'), id));
       } catch (error) {
         const movedTo = `${name}.corrupt`;
         await rename(join(this.directory, name), join(this.directory, movedTo));
-        result.corrupt.push({ file: name, movedTo, error });
+        this.#onWarning(`Moved the unreadable manifest ${name} aside to ${movedTo}`, error);
       }
     }
-    return result;
   }
+
+  async get(id: string): Promise<JobRecord | undefined> {
+    const record = this.#records.get(id);
+    return record && structuredClone(record);
+  }
+
+  async create(record: JobRecord): Promise<{ record: JobRecord; created: boolean }> {
+    // Checked and claimed before the first await, so that concurrent creates with one key make one job.
+    if (record.idempotencyKey !== null) {
+      const existing = this.#findByKey(record.owner, record.idempotencyKey);
+      if (existing) return { record: structuredClone(existing), created: false };
+    }
+    this.#records.set(record.id, structuredClone(record));
+    try {
+      await this.save(record);
+    } catch (error) {
+      this.#records.delete(record.id);
+      throw error;
+    }
+    return { record: structuredClone(record), created: true };
+  }
+
+  save(record: JobRecord): Promise<void> {
+    // A job removed in the meantime stays removed: a late write must not bring its manifest back.
+    if (!this.#records.has(record.id)) return Promise.resolve();
+    const snapshot = structuredClone(record);
+    this.#records.set(record.id, snapshot);
+    return this.#serialized(record.id, () => this.#write(snapshot));
+  }
+
+  remove(id: string): Promise<void> {
+    this.#records.delete(id);
+    return this.#serialized(id, () => rm(this.manifestPath(id), { force: true }));
+  }
+
+  async findByIdempotencyKey(owner: string | null, key: string): Promise<JobRecord | undefined> {
+    const record = this.#findByKey(owner, key);
+    return record && structuredClone(record);
+  }
+
+  async list(query: JobQuery): Promise<{ records: JobRecord[]; more: boolean }> {
+    const matches = [...this.#records.values()]
+      .filter((record) => matchesQuery(record, query))
+      .sort(newestFirst);
+    return {
+      records: matches.slice(0, query.limit).map((record) => structuredClone(record)),
+      more: matches.length > query.limit,
+    };
+  }
+
+  async *all(): AsyncIterable<JobRecord> {
+    for (const record of [...this.#records.values()]) yield structuredClone(record);
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.#writes.values()]);
+  }
+
+  #findByKey(owner: string | null, key: string): JobRecord | undefined {
+    for (const record of this.#records.values()) {
+      if (record.idempotencyKey === key && record.owner === owner) return record;
+    }
+    return undefined;
+  }
+
+  async #write(record: JobRecord): Promise<void> {
+    const target = this.manifestPath(record.id);
+    const temp = `${target}.${randomBytes(4).toString('hex')}.tmp`;
+    try {
+      const handle = await open(temp, 'wx');
+      try {
+        await handle.writeFile(`${JSON.stringify(record, null, 2)}\n`);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, target);
+    } catch (error) {
+      // A full disk fails the write or the sync: no empty temp file may stay behind.
+      await rm(temp, { force: true }).catch(() => {});
+      throw error;
+    }
+  }
+
+  /** Manifest writes of one job happen one after another, in order. */
+  #serialized(id: string, write: () => Promise<void>): Promise<void> {
+    const previous = this.#writes.get(id) ?? Promise.resolve();
+    const next = previous.catch(() => {}).then(write);
+    const tracked = next.finally(() => {
+      if (this.#writes.get(id) === tracked) this.#writes.delete(id);
+    });
+    this.#writes.set(
+      id,
+      tracked.catch(() => {}),
+    );
+    return next;
+  }
+}
+
+/** `<id>.json.<hex>.tmp`: a manifest write that never finished. */
+export function isManifestTemp(name: string): boolean {
+  return /^exp_[A-Za-z0-9_-]{22}\.json\.[0-9a-f]+\.tmp$/.test(name);
+}
+
+/** Files of the job store itself: manifests, their temp files, and manifests moved aside. */
+export function isJobStoreFile(name: string): boolean {
+  return /^exp_[A-Za-z0-9_-]{22}\.json(\.corrupt|\.[0-9a-f]+\.tmp)?$/.test(name);
 }
 
 function checkId(id: string): string {

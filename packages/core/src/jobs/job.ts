@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Params } from '../dataset.js';
+import { describeValue, ValidationError } from '../errors.js';
 import type { CsvOptions, FormatName } from '../formats/types.js';
+import type { JobQuery } from './job-store.js';
 
 export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'expired';
 
@@ -110,4 +112,56 @@ export function toPublicJob(record: JobRecord, queuePosition: number | null): Jo
     file: record.file ? { ...record.file } : null,
     error: record.error ? { ...record.error } : null,
   };
+}
+
+/** Checks `list()` options and decodes the cursor into a store query. */
+export function parseJobQuery(options: {
+  owner?: string | undefined;
+  status?: JobStatus | undefined;
+  dataset?: string | undefined;
+  limit?: number | undefined;
+  cursor?: string | undefined;
+}): JobQuery {
+  const limit = options.limit ?? 50;
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) {
+    throw new ValidationError(`Expected limit to be an integer from 1 to 1000, got ${describeValue(limit)}`, {
+      field: 'limit',
+      statusCode: 400,
+    });
+  }
+  if (options.status !== undefined && !JOB_STATUSES.includes(options.status)) {
+    throw new ValidationError(`Expected status to be a job status, got ${describeValue(options.status)}`, {
+      field: 'status',
+      statusCode: 400,
+    });
+  }
+  if (options.dataset !== undefined && typeof options.dataset !== 'string') {
+    throw new ValidationError(
+      `Expected dataset to be a dataset name, got ${describeValue(options.dataset)}`,
+      {
+        field: 'dataset',
+        statusCode: 400,
+      },
+    );
+  }
+  return {
+    owner: options.owner ?? null,
+    status: options.status,
+    dataset: options.dataset,
+    limit,
+    after: options.cursor === undefined ? undefined : decodeCursor(options.cursor),
+  };
+}
+
+function decodeCursor(cursor: string): Pick<JobRecord, 'createdAt' | 'id'> {
+  try {
+    const [createdAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
+    if (typeof createdAt === 'string' && isJobId(id)) return { createdAt, id };
+  } catch {
+    // fall through
+  }
+  throw new ValidationError('Expected cursor to be a value of nextCursor from a previous page', {
+    field: 'cursor',
+    statusCode: 400,
+  });
 }

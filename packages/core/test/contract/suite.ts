@@ -7,12 +7,9 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ExportError } from '../../src/errors.js';
-import {
-  ExportManager,
-  type ExportManagerEvents,
-  type ExportManagerOptions,
-} from '../../src/export-manager.js';
+import { ExportManager, type ExportManagerOptions } from '../../src/export-manager.js';
 import { type ExportRoutesOptions, signDownloadPath } from '../../src/http/index.js';
+import type { ExportManagerEvents } from '../../src/types.js';
 import { assertMatchesSchema } from './openapi.js';
 
 /** A running server of one adapter, as {@link StartContractServer} returns it. */

@@ -1,4 +1,4 @@
-import { BackpressureError, type BackpressureReason, CancelledError, describeValue } from './errors.js';
+import { BackpressureError, type BackpressureReason, CancelledError, describeValue } from '../errors.js';
 
 /** Gives a permit back. Safe to call more than once: only the first call counts. */
 export type Release = () => void;

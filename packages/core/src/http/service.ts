@@ -1,0 +1,27 @@
+import type { Dataset } from '../dataset.js';
+import type { Job } from '../jobs/job.js';
+import type { ExportMetrics } from '../metrics.js';
+import type { ExportRequest } from '../request.js';
+import type { CallerOptions, JobFileInfo, ListOptions, OpenedExport } from '../types.js';
+
+/**
+ * What the HTTP handler needs of the export engine. `ExportManager` implements it; anything
+ * else that does (a facade over a remote engine, a test double) can stand behind the routes.
+ */
+export interface ExportService {
+  readonly closing: boolean;
+  readonly inFlight: number;
+  readonly queued: number;
+  readonly limit: number;
+  readonly jobsEnabled: boolean;
+  readonly metrics?: Pick<ExportMetrics, 'registry'> | undefined;
+  readonly datasets: readonly Dataset[];
+  open(request: ExportRequest, options?: { signal?: AbortSignal }): Promise<OpenedExport>;
+  start(request: ExportRequest): Promise<Job>;
+  findByIdempotencyKey(key: string, options?: CallerOptions): Promise<Job | undefined>;
+  get(id: string, options?: CallerOptions): Promise<Job>;
+  list(options?: ListOptions): Promise<{ jobs: Job[]; nextCursor: string | null }>;
+  cancel(id: string, options?: CallerOptions): Promise<Job>;
+  delete(id: string, options?: CallerOptions): Promise<void>;
+  file(id: string, options?: CallerOptions): Promise<JobFileInfo>;
+}

@@ -1,0 +1,71 @@
+import type { Writable } from 'node:stream';
+import type { RowSource } from '../dataset.js';
+import { type ExportError, isExportError, SourceError } from '../errors.js';
+import { writeExport } from '../export-stream.js';
+import { createEncoder, type PreparedExport } from '../request.js';
+
+export interface RunExportOptions {
+  signal: AbortSignal;
+  /** Rows pulled from the source at a time. */
+  batchSize: number;
+  /** End the destination when the export ends. `false` for stdout. */
+  end: boolean;
+  /** Compute the sha256 of the bytes written. */
+  hash: boolean;
+  /** Called as chunks reach the destination, with the rows and bytes they added. */
+  onProgress?: (rows: number, bytes: number) => void;
+}
+
+export interface RunExportResult {
+  rows: number;
+  bytes: number;
+  sha256: string | undefined;
+}
+
+/**
+ * One export from its source into any Writable: an HTTP response, a file being stored, stdout.
+ * Streams and jobs both run through here; every failure comes out as an {@link ExportError}.
+ */
+export async function runExport(
+  prepared: PreparedExport,
+  destination: Writable,
+  options: RunExportOptions,
+): Promise<RunExportResult> {
+  const { signal } = options;
+  let source: RowSource;
+  try {
+    source = await prepared.dataset.source(prepared.params, {
+      signal,
+      columns: prepared.columns?.map((column) => column.name),
+    });
+  } catch (error) {
+    throw toExportError(error, prepared.dataset.name, signal);
+  }
+  try {
+    return await writeExport({
+      dataset: prepared.dataset.name,
+      source,
+      encoder: createEncoder(prepared),
+      destination,
+      signal,
+      gzip: prepared.compression === 'gzip',
+      batchSize: options.batchSize,
+      end: options.end,
+      hash: options.hash,
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
+  } catch (error) {
+    throw toExportError(error, prepared.dataset.name, signal);
+  }
+}
+
+/**
+ * The library error for whatever ended an export. A library error stands (a source failure
+ * stays one even if tearing down then aborted the export); else an abort's reason; anything
+ * foreign is the source's.
+ */
+export function toExportError(error: unknown, dataset: string, signal: AbortSignal): ExportError {
+  if (isExportError(error)) return error;
+  if (signal.aborted && isExportError(signal.reason)) return signal.reason;
+  return new SourceError(dataset, { cause: error });
+}
