@@ -12,6 +12,14 @@ const TOKEN = 'test-token-0123456789abcdef';
 function smallDemo(upstream?: string): SidecarConfig {
   const config = demoConfig();
   config.demo = { database: './data/demo.sqlite', orders: 20_000, customers: 100 };
+  // Prepares fine, fails while it runs: abs() of the smallest integer overflows.
+  config.datasets.broken = {
+    source: {
+      type: 'sqlite',
+      database: './data/demo.sqlite',
+      query: 'SELECT id, abs(-9223372036854775807 - id) AS boom FROM orders ORDER BY id',
+    },
+  };
   if (upstream) {
     config.datasets.held = { source: { type: 'http-json', url: upstream, timeoutMs: 60_000 } };
   }
@@ -41,7 +49,7 @@ describe('sidecar HTTP API (demo config, in process)', () => {
     const body = (await (await fetch(sidecar.url('/export/datasets'))).json()) as {
       datasets: { name: string; params: Record<string, unknown> }[];
     };
-    expect(body.datasets.map((dataset) => dataset.name)).toEqual(['orders', 'customers']);
+    expect(body.datasets.map((dataset) => dataset.name)).toEqual(['orders', 'customers', 'broken']);
     expect(body.datasets[0]!.params.status).toMatchObject({
       type: 'enum',
       values: ['paid', 'pending', 'refunded', 'cancelled'],
@@ -102,6 +110,24 @@ describe('sidecar HTTP API (demo config, in process)', () => {
       .map((line) => JSON.parse(line) as { country: string });
     expect(rows.length).toBeGreaterThan(0);
     expect(rows.every((row) => row.country === 'JP')).toBe(true);
+  });
+
+  it("answers a malformed URL under /export with the library's problem, not Fastify's FST_ERR_BAD_URL", async () => {
+    const response = await fetch(sidecar.url('/export/jobs/%E0%A4%A'));
+    expect(response.status).toBe(404);
+    expect(response.headers.get('content-type')).toBe('application/problem+json');
+    expect(await response.json()).toMatchObject({ status: 404, code: 'NOT_FOUND' });
+  });
+
+  it('logs a failing source at warn, not at error level', async () => {
+    const response = await fetch(sidecar.url('/export/stream/broken?format=csv'));
+    expect(response.status).toBe(502);
+    expect(await response.json()).toMatchObject({ code: 'SOURCE_FAILED' });
+    const lines = sidecar.logs.lines.filter((line) => line.path === '/export/stream/broken');
+    expect(lines).toEqual([
+      expect.objectContaining({ level: 'warn', event: 'http:failed', status: 502, cause: expect.anything() }),
+    ]);
+    expect(sidecar.logs.lines.filter((line) => line.level === 'error')).toEqual([]);
   });
 
   it('serves export metrics and process metrics on its own registry', async () => {
@@ -291,5 +317,11 @@ describe('backpressure and draining', () => {
     const job = await s.manager.get(location.split('/').pop()!);
     expect(job).toMatchObject({ status: 'succeeded', progress: { rows: 3 } });
     expect(s.logs.events('stopped')).toHaveLength(1);
+    // An expected 503 must not page anyone: one warn line from the rejection, no error, no stack.
+    expect(s.logs.lines.filter((line) => line.level === 'error' || line.level === 'fatal')).toEqual([]);
+    expect(s.logs.lines.filter((line) => JSON.stringify(line).includes('"stack"'))).toEqual([]);
+    expect(s.logs.events('rejected')).toEqual([
+      expect.objectContaining({ level: 'warn', reason: 'shutting_down', status: 503 }),
+    ]);
   });
 });
