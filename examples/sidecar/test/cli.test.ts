@@ -171,6 +171,72 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     );
   });
 
+  it('ends quietly with exit 0 when the reader of stdout goes away (| head -2)', async () => {
+    // 30,000 rows are far more than a pipe holds, so the CLI is still writing when head exits.
+    const result = await run(
+      'bash',
+      [
+        '-c',
+        `set -o pipefail; "${process.execPath}" "${CLI}" export orders --format ndjson --param from=2025-01-01 | head -2`,
+      ],
+      { cwd: dir, env: cleanEnv() },
+    );
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout.trim().split('\n')).toHaveLength(2);
+  });
+
+  it('lists every flag in --help, and the short ones work', async () => {
+    const help = await cli(['--help']);
+    expect(help.code).toBe(0);
+    for (const flag of [
+      '    --format csv|json|ndjson',
+      '-o, --out <file>',
+      '-p, --param name=value',
+      '    --columns a,b,c',
+      '    --gzip',
+      '-q, --quiet',
+      '    --json',
+      '-c, --config <file>',
+      '-h, --help',
+      '-v, --version',
+    ])
+      expect(help.stdout).toContain(`  ${flag} `);
+
+    writeFileSync(join(dir, 'short.json'), readFileSync(join(dir, 'spark-export.config.json')));
+    const short = await cli([
+      'export',
+      'orders',
+      '-c',
+      'short.json',
+      '-q',
+      '-o',
+      'short.csv',
+      '-p',
+      'from=2025-12-31',
+    ]);
+    expect(short).toMatchObject({ code: 0, stderr: '' });
+    expect(readFileSync(join(dir, 'short.csv'), 'utf8').split('\n')[0]).toBe('id,day,total');
+  });
+
+  it('refuses a repeated --param, as the HTTP API refuses a repeated query parameter', async () => {
+    const result = await cli([
+      'export',
+      'orders',
+      '--out',
+      'twice.csv',
+      '--param',
+      'from=2025-01-01',
+      '--param',
+      'from=2025-06-01',
+    ]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toBe(
+      'spark-export: Expected at most one --param from=... (see spark-export --help)\n',
+    );
+    expect(existsSync(join(dir, 'twice.csv'))).toBe(false);
+  });
+
   it('lists the datasets', async () => {
     const result = await cli(['datasets']);
     expect(result.code).toBe(0);
@@ -179,7 +245,10 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     );
   });
 
-  it('cancels on Ctrl-C and leaves no partial file', async () => {
+  it.each<[NodeJS.Signals, number]>([
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ])('cancels on %s (exit %i) and leaves no partial file', async (signal, exitCode) => {
     requested = deferred();
     const child = spawn(
       process.execPath,
@@ -201,9 +270,9 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     // The export is under way once its partial file exists.
     while (!existsSync(join(dir, 'endless.ndjson.part')))
       await new Promise((resolve) => setTimeout(resolve, 10));
-    child.kill('SIGINT');
+    child.kill(signal);
     const result = await exited;
-    expect(result.code).toBe(130);
+    expect(result.code).toBe(exitCode);
     expect(result.stderr).toBe('spark-export: cancelled; endless.ndjson was not written\n');
     expect(existsSync(join(dir, 'endless.ndjson'))).toBe(false);
     expect(existsSync(join(dir, 'endless.ndjson.part'))).toBe(false);
