@@ -139,13 +139,14 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function setup(quiet = false) {
+async function setup({ quiet = false, seedDemo = true } = {}) {
   const settings = parseEnv(process.env);
   const config = await loadConfig({ path: settings.configPath, cwd: process.cwd() });
   const built = buildDatasets(config, {
     databaseUrl: settings.databaseUrl,
     env: process.env,
     poolSize: 2,
+    seedDemo,
     onSeeded: (file, ms) => {
       if (!quiet)
         process.stderr.write(`spark-export: seeded the demo database ${file} in ${formatElapsed(ms)}\n`);
@@ -155,7 +156,8 @@ async function setup(quiet = false) {
 }
 
 async function listDatasets(json: boolean): Promise<number> {
-  const { built } = await setup();
+  // Describing the datasets needs no data: no demo database is created for it.
+  const { built } = await setup({ seedDemo: false });
   const manager = new ExportManager({ datasets: built.datasets, metrics: false });
   try {
     if (json) {
@@ -210,7 +212,7 @@ async function runExport(dataset: string, values: ExportValues): Promise<number>
     !values.quiet && (process.stderr.isTTY === true || isTruthy(process.env.SPARK_EXPORT_FORCE_TTY));
   const showSummary = !values.quiet;
 
-  const { built } = await setup(!showSummary);
+  const { built } = await setup({ quiet: !showSummary });
   const registry = new Registry();
   const manager = new ExportManager({ datasets: built.datasets, metrics: { registry }, maxConcurrent: 1 });
   const controller = new AbortController();

@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { ColumnSpec, FormatName, ParamSpec } from '@spark-export/core';
 import { Ajv, type ErrorObject } from 'ajv';
 import { configSchema, SOURCE_TYPES } from './config-schema.js';
@@ -95,6 +96,14 @@ export interface LoadedConfig {
   baseDir: string;
 }
 
+/**
+ * The sidecar's own directory (`examples/sidecar`; from `src/` and `dist/` alike). The built-in
+ * demo keeps its database in `data/` here, whatever the working directory, so that a command
+ * run elsewhere never drops an 80 MB file there, and `npm start` and the CLI share one copy.
+ * In the Docker image `data/` here is a link to the writable `/app/data`.
+ */
+export const SIDECAR_HOME = fileURLToPath(new URL('..', import.meta.url));
+
 /** The configuration file looked for in the working directory when `EXPORT_CONFIG` is not set. */
 export const DEFAULT_CONFIG_FILE = 'spark-export.config.json';
 
@@ -157,7 +166,7 @@ export async function loadConfig(options: { path?: string | undefined; cwd: stri
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (!explicit && code === 'ENOENT')
-      return { config: demoConfig(), file: undefined, baseDir: options.cwd };
+      return { config: demoConfig(), file: undefined, baseDir: SIDECAR_HOME };
     throw new ConfigError('Cannot read the configuration', [
       code === 'ENOENT'
         ? `EXPORT_CONFIG names ${file}, which does not exist`

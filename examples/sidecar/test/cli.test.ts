@@ -1,14 +1,16 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanEnv, DIST, deferred, removeDir, requireBuild, run, tempDir } from './helpers.js';
+import { cleanEnv, deferred, removeDir, requireBuild, run, SIDECAR_DIR, tempDir } from './helpers.js';
 
-const CLI = join(DIST, 'cli.js');
+/** The package's bin, as npm links it (`npx spark-export`, `npm run cli --` at the root). */
+const CLI = join(SIDECAR_DIR, 'bin', 'spark-export.js');
+const REPO_ROOT = join(SIDECAR_DIR, '..', '..');
 
 describe('spark-export CLI (child processes of the built bin)', () => {
   let dir: string;
@@ -235,6 +237,45 @@ describe('spark-export CLI (child processes of the built bin)', () => {
       'spark-export: Expected at most one --param from=... (see spark-export --help)\n',
     );
     expect(existsSync(join(dir, 'twice.csv'))).toBe(false);
+  });
+
+  it('has a bin that exists before a build, so that npm ci links it and npx never asks the registry', () => {
+    const manifest = JSON.parse(readFileSync(join(SIDECAR_DIR, 'package.json'), 'utf8')) as {
+      bin: Record<string, string>;
+    };
+    const bin = manifest.bin['spark-export']!;
+    // npm links a bin at install time only when its file exists; dist/ is made later.
+    expect(bin).not.toMatch(/^(\.\/)?dist\//);
+    expect(existsSync(join(SIDECAR_DIR, bin))).toBe(true);
+    expect(join(SIDECAR_DIR, bin)).toBe(CLI);
+    // npm ci links the bins the lockfile records, not those of package.json.
+    const lock = JSON.parse(readFileSync(join(REPO_ROOT, 'package-lock.json'), 'utf8')) as {
+      packages: Record<string, { bin?: Record<string, string> }>;
+    };
+    expect(join(SIDECAR_DIR, lock.packages['examples/sidecar']!.bin!['spark-export']!)).toBe(CLI);
+  });
+
+  it('runs from the root of a clone with npm run cli', async () => {
+    const result = await run('npm', ['run', '--silent', 'cli', '--', 'datasets'], {
+      cwd: REPO_ROOT,
+      env: cleanEnv(),
+    });
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    expect(result.stdout).toMatch(/^orders {2}\[csv, json, ndjson\]/);
+    expect(existsSync(join(REPO_ROOT, 'data'))).toBe(false);
+  });
+
+  it('lists the built-in demo without seeding a database into the working directory', async () => {
+    const empty = tempDir();
+    try {
+      const result = await run(process.execPath, [CLI, 'datasets'], { cwd: empty, env: cleanEnv() });
+      expect(result).toMatchObject({ code: 0, stderr: '' });
+      expect(result.stdout).toContain('orders  [csv, json, ndjson]  params: from?:date to?:date');
+      expect(result.stdout).toContain('customers  [csv, json, ndjson]');
+      expect(readdirSync(empty)).toEqual([]);
+    } finally {
+      removeDir(empty);
+    }
   });
 
   it('lists the datasets', async () => {

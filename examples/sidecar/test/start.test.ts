@@ -1,11 +1,21 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { cleanEnv, DIST, deferred, removeDir, requireBuild, run, tempDir, waitForOutput } from './helpers.js';
+import {
+  cleanEnv,
+  DIST,
+  deferred,
+  removeDir,
+  requireBuild,
+  run,
+  SIDECAR_DIR,
+  tempDir,
+  waitForOutput,
+} from './helpers.js';
 
 const SERVER = join(DIST, 'server.js');
 const hasCurl = spawnSync('sh', ['-c', 'command -v curl']).status === 0;
@@ -84,7 +94,9 @@ describe('npm start (the built server as a child process)', () => {
       expect(result.stdout.trim()).toMatch(/^\/export\/jobs\/exp_[A-Za-z0-9_-]{22}$/);
 
       const csv = readFileSync(join(dir, 'orders.csv'), 'utf8').trim().split('\n');
-      const db = new Database(join(dir, 'data', 'demo.sqlite'), { readonly: true });
+      // The demo database lives in the sidecar's data directory, never in the working directory.
+      expect(existsSync(join(dir, 'data'))).toBe(false);
+      const db = new Database(join(SIDECAR_DIR, 'data', 'demo.sqlite'), { readonly: true });
       const expected = db
         .prepare(`SELECT count(*) AS n FROM orders WHERE created_at >= '2025-07-01'`)
         .get() as { n: number };
