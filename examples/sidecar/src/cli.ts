@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { ExportManager, type FormatName, isExportError } from '@spark-export/core';
 import { Registry } from 'prom-client';
 import { ConfigError, loadConfig } from './config.js';
-import { buildDatasets } from './datasets.js';
+import { buildDatasets, withDatasetProblems } from './datasets.js';
 import { parseEnv } from './env.js';
 import { formatBytes, formatCount, formatElapsed, ProgressBar, type ProgressState } from './progress.js';
 import { serve } from './serve.js';
@@ -141,7 +141,15 @@ export async function main(argv: string[]): Promise<number> {
 
 async function setup({ quiet = false, seedDemo = true } = {}) {
   const settings = parseEnv(process.env);
-  const config = await loadConfig({ path: settings.configPath, cwd: process.cwd() });
+  const config = await loadConfig({ path: settings.configPath, cwd: process.cwd() }).catch(
+    async (error: unknown) => {
+      throw await withDatasetProblems(error, {
+        databaseUrl: settings.databaseUrl,
+        env: process.env,
+        poolSize: 1,
+      });
+    },
+  );
   const built = buildDatasets(config, {
     databaseUrl: settings.databaseUrl,
     env: process.env,
@@ -345,9 +353,13 @@ function isTruthy(value: string | undefined): boolean {
   return value !== undefined && value !== '' && value !== '0' && value.toLowerCase() !== 'false';
 }
 
-/** One line: what failed, with the underlying cause (the CLI's user is the operator). */
+/**
+ * What failed, with the underlying cause (the CLI's user is the operator): one line, but for
+ * an invalid config or environment, whose problems are listed as the server lists them.
+ */
 export function describeFailure(error: unknown): string {
-  if (error instanceof ConfigError) return `${error.title}: ${error.problems.join('; ')}`;
+  // The server's words: one problem on the line, several as a bulleted list.
+  if (error instanceof ConfigError) return error.message;
   if (error instanceof UsageError) return `${error.message} (see spark-export --help)`;
   if (isExportError(error)) {
     const cause = (error as { cause?: unknown }).cause;

@@ -294,6 +294,27 @@ export function buildDatasets(loaded: LoadedConfig, options: BuildDatasetsOption
   return { datasets, fileRoots, close: () => pools.close() };
 }
 
+/**
+ * A config file that failed the schema still gets its datasets checked: the problems of the
+ * datasets that passed it (a query using an undeclared param, a path outside `fileRoots`) are
+ * added to the schema's, so that one start lists every problem, not one batch per attempt.
+ * Nothing is seeded for this.
+ */
+export async function withDatasetProblems(
+  error: unknown,
+  options: Omit<BuildDatasetsOptions, 'seedDemo' | 'onSeeded'>,
+): Promise<unknown> {
+  if (!(error instanceof ConfigError) || error.partial === undefined) return error;
+  try {
+    const built = buildDatasets(error.partial, { ...options, seedDemo: false });
+    await built.close();
+    return error;
+  } catch (more) {
+    if (!(more instanceof ConfigError)) return error;
+    return new ConfigError(error.title, [...error.problems, ...more.problems]);
+  }
+}
+
 function isFile(file: string): boolean {
   try {
     return statSync(file).isFile();

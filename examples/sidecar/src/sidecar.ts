@@ -5,7 +5,7 @@ import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { createIdentify } from './auth.js';
 import { type LoadedConfig, loadConfig } from './config.js';
-import { type BuiltDatasets, buildDatasets } from './datasets.js';
+import { type BuiltDatasets, buildDatasets, withDatasetProblems } from './datasets.js';
 import { parseEnv, type SidecarSettings } from './env.js';
 import { createLogger, type Logger, logHttpFailure, logManagerEvents } from './logging.js';
 
@@ -46,8 +46,16 @@ export async function loadSidecarSetup(
   cwd: string = process.cwd(),
 ): Promise<{ settings: SidecarSettings; config: LoadedConfig }> {
   const settings = parseEnv(env, cwd);
-  const config = await loadConfig({ path: settings.configPath, cwd });
-  return { settings, config };
+  try {
+    const config = await loadConfig({ path: settings.configPath, cwd });
+    return { settings, config };
+  } catch (error) {
+    throw await withDatasetProblems(error, {
+      databaseUrl: settings.databaseUrl,
+      env,
+      poolSize: 1,
+    });
+  }
 }
 
 /**

@@ -6,7 +6,16 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanEnv, deferred, removeDir, requireBuild, run, SIDECAR_DIR, tempDir } from './helpers.js';
+import {
+  cleanEnv,
+  deferred,
+  removeDir,
+  requireBuild,
+  run,
+  SIDECAR_DIR,
+  tempDir,
+  writeInvalidConfigExample,
+} from './helpers.js';
 
 /** The package's bin, as npm links it (`npx spark-export`, `npm run cli --` at the root). */
 const CLI = join(SIDECAR_DIR, 'bin', 'spark-export.js');
@@ -275,6 +284,18 @@ describe('spark-export CLI (child processes of the built bin)', () => {
       expect(readdirSync(empty)).toEqual([]);
     } finally {
       removeDir(empty);
+    }
+  });
+
+  it('prints the same bulleted list of config problems as the server', async () => {
+    const elsewhere = tempDir();
+    try {
+      const expected = writeInvalidConfigExample(elsewhere);
+      const result = await cli(['datasets', '--config', join(elsewhere, 'spark-export.config.json')]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe(expected);
+    } finally {
+      removeDir(elsewhere);
     }
   });
 

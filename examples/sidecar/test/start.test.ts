@@ -15,6 +15,7 @@ import {
   SIDECAR_DIR,
   tempDir,
   waitForOutput,
+  writeInvalidConfigExample,
 } from './helpers.js';
 
 const SERVER = join(DIST, 'server.js');
@@ -148,6 +149,15 @@ describe('npm start (the built server as a child process)', () => {
     expect(result.stderr).toBe(
       `spark-export: Invalid configuration in ${join(dir, 'conf.json')}: Missing datasets.bad.source.connectionString; expected a postgres:// connection string, or DATABASE_URL to be set\n`,
     );
+  });
+
+  it('lists every problem of the config at once, schema and datasets alike, as docs/sidecar.md shows', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const expected = writeInvalidConfigExample(dir);
+    const result = await run(process.execPath, [SERVER], { cwd: dir, env: cleanEnv({ PORT: '0' }) });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(expected);
   });
 
   describe('SIGTERM with an export running', () => {
