@@ -8,6 +8,14 @@ export const DEMO_CUSTOMERS = 10_000;
 const STATUSES = ['paid', 'pending', 'refunded', 'cancelled'];
 const COUNTRIES = ['DE', 'FR', 'GB', 'NL', 'US', 'BR', 'IN', 'JP'];
 
+const ORDERS_WHERE = [
+  'WHERE (:from IS NULL OR created_at >= :from)',
+  '  AND (:to IS NULL OR created_at < :to)',
+  '  AND (:status IS NULL OR status = :status)',
+  '  AND (:min_total IS NULL OR total >= :min_total)',
+].join('\n');
+const CUSTOMERS_WHERE = 'WHERE (:country IS NULL OR country = :country)';
+
 /**
  * The built-in configuration used when there is no config file: two datasets over a SQLite
  * database that is created and seeded on first start, so `npm start` works on a fresh machine.
@@ -37,12 +45,11 @@ export function demoConfig(): SidecarConfig {
           database: './data/demo.sqlite',
           query: [
             'SELECT id, customer_id, status, total, currency, created_at FROM orders',
-            'WHERE (:from IS NULL OR created_at >= :from)',
-            '  AND (:to IS NULL OR created_at < :to)',
-            '  AND (:status IS NULL OR status = :status)',
-            '  AND (:min_total IS NULL OR total >= :min_total)',
+            ORDERS_WHERE,
             'ORDER BY id',
           ].join('\n'),
+          // The total behind the CLI's percentage and the jobs' progress.totalRows.
+          countQuery: `SELECT count(*) FROM orders\n${ORDERS_WHERE}`,
         },
       },
       customers: {
@@ -60,8 +67,8 @@ export function demoConfig(): SidecarConfig {
         source: {
           type: 'sqlite',
           database: './data/demo.sqlite',
-          query:
-            'SELECT id, name, email, country, created_at FROM customers WHERE (:country IS NULL OR country = :country) ORDER BY id',
+          query: `SELECT id, name, email, country, created_at FROM customers ${CUSTOMERS_WHERE} ORDER BY id`,
+          countQuery: `SELECT count(*) FROM customers ${CUSTOMERS_WHERE}`,
         },
       },
     },

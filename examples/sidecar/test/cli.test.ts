@@ -145,6 +145,27 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     expect(result.stderr).toContain('spark-export: exported 30,000 rows');
   });
 
+  it('shows the percentage for the built-in demo, whose datasets have a countQuery', async () => {
+    const empty = tempDir();
+    try {
+      const result = await run(
+        process.execPath,
+        [CLI, 'export', 'customers', '-p', 'country=JP', '-o', 'customers.csv'],
+        { cwd: empty, env: cleanEnv({ SPARK_EXPORT_FORCE_TTY: '1' }) },
+      );
+      expect(result.code).toBe(0);
+      const frames = result.stderr.split('\r\x1b[2K').filter(Boolean);
+      const rows = readFileSync(join(empty, 'customers.csv'), 'utf8').trim().split('\n').length - 1;
+      expect(frames.at(-1)).toMatch(
+        new RegExp(`^\\[#{24}\\] 100% {2}${rows.toLocaleString('en-US')} rows {2}`),
+      );
+      // The export seeds the demo database where npm start keeps it, not here.
+      expect(readdirSync(empty)).toEqual(['customers.csv']);
+    } finally {
+      removeDir(empty);
+    }
+  });
+
   it.each<[string, string[], string]>([
     [
       'a bad param',

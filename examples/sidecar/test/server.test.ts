@@ -77,6 +77,8 @@ describe('sidecar HTTP API (demo config, in process)', () => {
     expect(lines[0]).toBe('Order ID,Customer ID,Status,Total,Currency,Created at');
     expect(lines.length - 1).toBe(job.progress.rows);
     expect(lines.length).toBeGreaterThan(10);
+    // The demo datasets count their rows first (countQuery), with the same params.
+    expect((job.progress as { totalRows?: number }).totalRows).toBe(job.progress.rows);
     for (const line of lines.slice(1)) {
       const [, , status, , , createdAt] = line.split(',');
       expect(status).toBe('refunded');
