@@ -7,6 +7,7 @@ import { createIdentify } from './auth.js';
 import { type LoadedConfig, loadConfig } from './config.js';
 import { type BuiltDatasets, buildDatasets, withDatasetProblems } from './datasets.js';
 import { parseEnv, type SidecarSettings } from './env.js';
+import { indexDocument } from './index-document.js';
 import { createLogger, type Logger, logHttpFailure, logManagerEvents } from './logging.js';
 
 export { ConfigError, type LoadedConfig, loadConfig, type SidecarConfig, validateConfig } from './config.js';
@@ -141,6 +142,15 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
       { event: 'http:rejected', method: request.method, path: request.url.split('?')[0], status },
       'request rejected',
     );
+  });
+  // The banner's URL: answered before the plugin's catch-all, which would call it a 404.
+  // Open like /status: it holds links, no data.
+  const index = JSON.stringify(indexDocument(PREFIX));
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.method !== 'GET' && request.method !== 'HEAD') return;
+    const path = request.url.split('?')[0];
+    if (path !== PREFIX && path !== `${PREFIX}/`) return;
+    return reply.code(200).type('application/json').header('cache-control', 'no-store').send(index);
   });
   if (settings.apiToken !== undefined) {
     app.addHook('onSend', async (_request, reply, payload) => {

@@ -45,6 +45,34 @@ describe('sidecar HTTP API (demo config, in process)', () => {
     expect(await response.json()).toMatchObject({ status: 'ok', inFlight: 0, limit: 5 });
   });
 
+  it.each(['/export', '/export/'])(
+    'answers %s (the banner URL) with an index of links that answer',
+    async (path) => {
+      const response = await fetch(sidecar.url(path));
+      expect(response.status).toBe(200);
+      expect(response.headers.get('content-type')).toMatch(/^application\/json/);
+      const index = (await response.json()) as {
+        links: Record<string, string>;
+        docs: Record<string, string>;
+      };
+      expect(index.links).toMatchObject({
+        status: '/export/status',
+        datasets: '/export/datasets',
+        jobs: '/export/jobs',
+        metrics: '/export/metrics',
+      });
+      for (const [name, link] of Object.entries(index.links)) {
+        if (name === 'stream') continue;
+        expect((await fetch(sidecar.url(link))).status, link).toBe(200);
+      }
+      expect(index.links.stream).toBe('/export/stream/{dataset}');
+      expect((await fetch(sidecar.url(index.links.stream!.replace('{dataset}', 'customers')))).status).toBe(
+        200,
+      );
+      expect(Object.keys(index.docs)).toEqual(['httpApi', 'openapi', 'sidecar']);
+    },
+  );
+
   it('lists the demo datasets with their params', async () => {
     const body = (await (await fetch(sidecar.url('/export/datasets'))).json()) as {
       datasets: { name: string; params: Record<string, unknown> }[];
@@ -178,8 +206,9 @@ describe('bearer token and owner header', () => {
     removeDir(dir);
   });
 
-  it('keeps /export/status open', async () => {
+  it('keeps /export/status and the index of links open', async () => {
     expect((await fetch(sidecar.url('/export/status'))).status).toBe(200);
+    expect((await fetch(sidecar.url('/export'))).status).toBe(200);
   });
 
   it.each(['/export/datasets', '/export/jobs', '/export/metrics', '/export/stream/orders'])(

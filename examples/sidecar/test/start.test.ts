@@ -70,6 +70,9 @@ describe('npm start (the built server as a child process)', () => {
     async () => {
       const { dir, child } = spawnIn();
       const { banner } = await originOf(child);
+      // The URL of its first line answers.
+      const url = /spark-export sidecar: (\S+)/.exec(banner)![1]!;
+      expect((await fetch(url)).status).toBe(200);
       const commands = banner
         .split('\n')
         .map((line) => line.trim())
