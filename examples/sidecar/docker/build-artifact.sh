@@ -12,7 +12,8 @@
 #   <out-dir>/package.json, package-lock.json
 #   <out-dir>/packages/core/{package.json,dist}
 #   <out-dir>/packages/fastify-plugin/{package.json,dist}
-#   <out-dir>/examples/sidecar/{package.json,dist}
+#   <out-dir>/examples/sidecar/{package.json,dist,bin}
+#   <out-dir>/examples/sidecar/data -> ../../data   (the demo database, in <out-dir>/data)
 #   <out-dir>/node_modules            (@spark-export/* are links to the folders above)
 #
 # Start it with `node examples/sidecar/dist/server.js` from <out-dir>.
@@ -42,6 +43,12 @@ for pkg in packages/core packages/fastify-plugin examples/sidecar; do
   cp -R "$src/$pkg/dist" "$out/$pkg/dist"
 done
 cp "$src/package.json" "$src/package-lock.json" "$out/"
+# The bin (linked into node_modules/.bin by npm ci below), and the built-in demo's data
+# directory: the sidecar keeps it next to its package, which the image's user cannot write, so
+# it is a link to /app/data, the directory the image makes writable.
+cp -R "$src/examples/sidecar/bin" "$out/examples/sidecar/bin"
+mkdir "$out/data"
+ln -s ../../data "$out/examples/sidecar/data"
 
 # Production dependencies of the sidecar only, exactly as locked. better-sqlite3 runs its
 # install script (a prebuilt binary when one can be downloaded, else a build from source with

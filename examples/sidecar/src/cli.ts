@@ -8,10 +8,75 @@ import { parseArgs } from 'node:util';
 import { ExportManager, type FormatName, isExportError } from '@spark-export/core';
 import { Registry } from 'prom-client';
 import { ConfigError, loadConfig } from './config.js';
-import { buildDatasets } from './datasets.js';
+import { buildDatasets, withDatasetProblems } from './datasets.js';
 import { parseEnv } from './env.js';
 import { formatBytes, formatCount, formatElapsed, ProgressBar, type ProgressState } from './progress.js';
 import { serve } from './serve.js';
+
+interface OptionHelp {
+  type: 'string' | 'boolean';
+  short?: string;
+  multiple?: boolean;
+  /** Shown after the flag, e.g. `<file>`. */
+  value?: string;
+  /** Help lines; the first sits beside the flag. */
+  help: string[];
+}
+
+/**
+ * Every option, with its help: `parseArgs` reads this table and `--help` prints it, so no flag
+ * works without being listed.
+ */
+const EXPORT_OPTIONS = {
+  format: { type: 'string', value: 'csv|json|ndjson', help: ['output format (default csv)'] },
+  out: {
+    type: 'string',
+    short: 'o',
+    value: '<file>',
+    help: [
+      'output file (written to <file>.part, renamed when complete);',
+      'without it, the export goes to stdout',
+    ],
+  },
+  param: {
+    type: 'string',
+    short: 'p',
+    multiple: true,
+    value: 'name=value',
+    help: ['a dataset param; one --param per param (a repeated name is an error)'],
+  },
+  columns: { type: 'string', value: 'a,b,c', help: ['columns to write, in order'] },
+  gzip: { type: 'boolean', help: ['gzip the output'] },
+  quiet: { type: 'boolean', short: 'q', help: ['no progress bar, no summary line'] },
+} satisfies Record<string, OptionHelp>;
+
+const DATASETS_OPTIONS = {
+  json: { type: 'boolean', help: ['print JSON instead of text'] },
+} satisfies Record<string, OptionHelp>;
+
+const COMMON_OPTIONS = {
+  config: {
+    type: 'string',
+    short: 'c',
+    value: '<file>',
+    help: ['config file (default: $EXPORT_CONFIG, ./spark-export.config.json, else the demo)'],
+  },
+  help: { type: 'boolean', short: 'h', help: ['this help'] },
+  version: { type: 'boolean', short: 'v', help: ['the version'] },
+} satisfies Record<string, OptionHelp>;
+
+const OPTIONS = { ...EXPORT_OPTIONS, ...DATASETS_OPTIONS, ...COMMON_OPTIONS };
+
+function optionLines(options: Record<string, OptionHelp>): string {
+  const lines: string[] = [];
+  for (const [name, option] of Object.entries(options)) {
+    const flag = `${option.short ? `-${option.short}, ` : '    '}--${name}${option.value ? ` ${option.value}` : ''}`;
+    option.help.forEach((text, index) => {
+      lines.push(`  ${(index === 0 ? flag : '').padEnd(30)} ${text}`);
+    });
+  }
+  return lines.join('\n');
+}
 
 const USAGE = `Usage:
   spark-export serve                      run the sidecar (same as npm start)
@@ -19,21 +84,17 @@ const USAGE = `Usage:
   spark-export export <dataset> [options] write one export to a file or stdout
 
 Export options:
-  --format csv|json|ndjson   output format (default csv)
-  --out <file>               output file (written to <file>.part, renamed when complete);
-                             without it, the export goes to stdout
-  --param name=value         a dataset param; repeat for more
-  --columns a,b,c            columns to write, in order
-  --gzip                     gzip the output
-  --quiet                    no progress bar, no summary line
+${optionLines(EXPORT_OPTIONS)}
+
+Datasets options:
+${optionLines(DATASETS_OPTIONS)}
 
 Common options:
-  --config <file>            config file (default: $EXPORT_CONFIG, ./spark-export.config.json, else the demo)
-  -h, --help                 this help
-  -v, --version              the version
+${optionLines(COMMON_OPTIONS)}
 
 A progress bar goes to stderr when it is a terminal (SPARK_EXPORT_FORCE_TTY=1 forces it),
-else one summary line. Ctrl-C cancels and leaves no partial file.`;
+else one summary line. Ctrl-C (exit 130) or SIGTERM (exit 143) cancels and leaves no partial
+file. A closed stdout (\`| head\`) ends the export quietly with exit 0.`;
 
 class UsageError extends Error {}
 
@@ -43,18 +104,8 @@ export async function main(argv: string[]): Promise<number> {
     args: argv,
     allowPositionals: true,
     strict: true,
-    options: {
-      format: { type: 'string' },
-      out: { type: 'string', short: 'o' },
-      param: { type: 'string', short: 'p', multiple: true },
-      columns: { type: 'string' },
-      gzip: { type: 'boolean' },
-      quiet: { type: 'boolean', short: 'q' },
-      json: { type: 'boolean' },
-      config: { type: 'string', short: 'c' },
-      help: { type: 'boolean', short: 'h' },
-      version: { type: 'boolean', short: 'v' },
-    },
+    // parseArgs ignores the help fields.
+    options: OPTIONS,
   });
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
@@ -88,13 +139,22 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function setup(quiet = false) {
+async function setup({ quiet = false, seedDemo = true } = {}) {
   const settings = parseEnv(process.env);
-  const config = await loadConfig({ path: settings.configPath, cwd: process.cwd() });
+  const config = await loadConfig({ path: settings.configPath, cwd: process.cwd() }).catch(
+    async (error: unknown) => {
+      throw await withDatasetProblems(error, {
+        databaseUrl: settings.databaseUrl,
+        env: process.env,
+        poolSize: 1,
+      });
+    },
+  );
   const built = buildDatasets(config, {
     databaseUrl: settings.databaseUrl,
     env: process.env,
     poolSize: 2,
+    seedDemo,
     onSeeded: (file, ms) => {
       if (!quiet)
         process.stderr.write(`spark-export: seeded the demo database ${file} in ${formatElapsed(ms)}\n`);
@@ -104,7 +164,8 @@ async function setup(quiet = false) {
 }
 
 async function listDatasets(json: boolean): Promise<number> {
-  const { built } = await setup();
+  // Describing the datasets needs no data: no demo database is created for it.
+  const { built } = await setup({ seedDemo: false });
   const manager = new ExportManager({ datasets: built.datasets, metrics: false });
   try {
     if (json) {
@@ -149,25 +210,28 @@ async function runExport(dataset: string, values: ExportValues): Promise<number>
   for (const pair of values.param ?? []) {
     const at = pair.indexOf('=');
     if (at <= 0) throw new UsageError(`expected --param name=value, got "${pair}"`);
-    params[pair.slice(0, at)] = pair.slice(at + 1);
+    const name = pair.slice(0, at);
+    // As over HTTP (a repeated query parameter is a 400): which value was meant is a guess.
+    if (Object.hasOwn(params, name)) throw new UsageError(`Expected at most one --param ${name}=...`);
+    params[name] = pair.slice(at + 1);
   }
   const format = (values.format ?? 'csv') as FormatName;
   const showBar =
     !values.quiet && (process.stderr.isTTY === true || isTruthy(process.env.SPARK_EXPORT_FORCE_TTY));
   const showSummary = !values.quiet;
 
-  const { built } = await setup(!showSummary);
+  const { built } = await setup({ quiet: !showSummary });
   const registry = new Registry();
   const manager = new ExportManager({ datasets: built.datasets, metrics: { registry }, maxConcurrent: 1 });
   const controller = new AbortController();
-  let interrupted = false;
-  const onSigint = () => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
+  let interrupted: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) process.exit(signalExitCode(signal));
+    interrupted = signal;
     controller.abort();
   };
-  process.on('SIGINT', onSigint);
-  process.on('SIGTERM', onSigint);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
 
   const out = values.out === undefined ? undefined : resolve(values.out);
   const part = out === undefined ? undefined : `${out}.part`;
@@ -175,6 +239,16 @@ async function runExport(dataset: string, values: ExportValues): Promise<number>
   const file = part === undefined ? undefined : createWriteStream(part, { flush: true });
   if (file) await once(file, 'open');
   const destination = file ?? process.stdout;
+  // The reader of stdout went away (`| head -2`): it has what it wanted, so that is a quiet,
+  // successful end. The listener stays to the end, so a late EPIPE cannot crash the process.
+  let stdoutClosed = false;
+  if (!file) {
+    process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') return;
+      stdoutClosed = true;
+      controller.abort();
+    });
+  }
 
   const started = performance.now();
   const state: ProgressState = { rows: 0, bytes: 0, elapsedMs: 0 };
@@ -234,23 +308,41 @@ async function runExport(dataset: string, values: ExportValues): Promise<number>
     return 0;
   } catch (error) {
     clearInterval(poller);
+    if (!file && (stdoutClosed || hasCode(error, 'EPIPE'))) {
+      bar?.stop();
+      return 0;
+    }
     if (bar) process.stderr.write('\n');
     if (file && part) {
       file.destroy();
       if (!file.closed) await once(file, 'close');
       await rm(part, { force: true });
     }
-    if (controller.signal.aborted) {
+    if (interrupted) {
       process.stderr.write(`spark-export: cancelled${out ? `; ${values.out} was not written` : ''}\n`);
-      return 130;
+      return signalExitCode(interrupted);
     }
     throw error;
   } finally {
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await manager.close({ drainTimeoutMs: 0 });
     await built.close();
   }
+}
+
+/** The shell's convention: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM). */
+function signalExitCode(signal: NodeJS.Signals): number {
+  return signal === 'SIGTERM' ? 143 : 130;
+}
+
+/** Whether `error` or one of its causes has this errno code. */
+function hasCode(error: unknown, code: string): boolean {
+  for (let current = error, depth = 0; current instanceof Error && depth < 5; depth++) {
+    if ((current as NodeJS.ErrnoException).code === code) return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
 }
 
 function sum(values: readonly { value: number }[] | undefined): number {
@@ -261,9 +353,13 @@ function isTruthy(value: string | undefined): boolean {
   return value !== undefined && value !== '' && value !== '0' && value.toLowerCase() !== 'false';
 }
 
-/** One line: what failed, with the underlying cause (the CLI's user is the operator). */
+/**
+ * What failed, with the underlying cause (the CLI's user is the operator): one line, but for
+ * an invalid config or environment, whose problems are listed as the server lists them.
+ */
 export function describeFailure(error: unknown): string {
-  if (error instanceof ConfigError) return `${error.title}: ${error.problems.join('; ')}`;
+  // The server's words: one problem on the line, several as a bulleted list.
+  if (error instanceof ConfigError) return error.message;
   if (error instanceof UsageError) return `${error.message} (see spark-export --help)`;
   if (isExportError(error)) {
     const cause = (error as { cause?: unknown }).cause;

@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { ColumnSpec, FormatName, ParamSpec } from '@spark-export/core';
 import { Ajv, type ErrorObject } from 'ajv';
 import { configSchema, SOURCE_TYPES } from './config-schema.js';
@@ -95,6 +96,14 @@ export interface LoadedConfig {
   baseDir: string;
 }
 
+/**
+ * The sidecar's own directory (`examples/sidecar`; from `src/` and `dist/` alike). The built-in
+ * demo keeps its database in `data/` here, whatever the working directory, so that a command
+ * run elsewhere never drops an 80 MB file there, and `npm start` and the CLI share one copy.
+ * In the Docker image `data/` here is a link to the writable `/app/data`.
+ */
+export const SIDECAR_HOME = fileURLToPath(new URL('..', import.meta.url));
+
 /** The configuration file looked for in the working directory when `EXPORT_CONFIG` is not set. */
 export const DEFAULT_CONFIG_FILE = 'spark-export.config.json';
 
@@ -106,8 +115,14 @@ export class ConfigError extends Error {
   /** What was being read, e.g. `Invalid configuration in /etc/spark-export.config.json`. */
   readonly title: string;
   readonly problems: readonly string[];
+  /**
+   * For a file that failed the schema: the part that passed it (the datasets without a schema
+   * problem), so that the checks of the datasets themselves (queries, paths...) can add their
+   * problems to the same list (`withDatasetProblems`).
+   */
+  readonly partial: LoadedConfig | undefined;
 
-  constructor(title: string, problems: readonly string[]) {
+  constructor(title: string, problems: readonly string[], options: { partial?: LoadedConfig } = {}) {
     super(
       problems.length === 1
         ? `${title}: ${problems[0]}`
@@ -116,6 +131,7 @@ export class ConfigError extends Error {
     this.name = 'ConfigError';
     this.title = title;
     this.problems = problems;
+    this.partial = options.partial;
   }
 }
 
@@ -134,14 +150,60 @@ const validate = ajv.compile(configSchema);
  * @throws {ConfigError} listing every bad field
  */
 export function validateConfig(raw: unknown, where: string): SidecarConfig {
-  if (validate(raw)) return raw as unknown as SidecarConfig;
-  const problems = [
-    ...new Set((validate.errors ?? []).map((error) => formatError(error, raw)).filter(isString)),
-  ];
-  throw new ConfigError(
-    `Invalid configuration in ${where}`,
-    problems.length ? problems : ['the configuration is invalid'],
-  );
+  const checked = checkSchema(raw);
+  if (checked.problems.length === 0) return raw as SidecarConfig;
+  throw new ConfigError(`Invalid configuration in ${where}`, checked.problems);
+}
+
+function checkSchema(raw: unknown): { problems: string[]; partial: SidecarConfig | undefined } {
+  if (validate(raw)) return { problems: [], partial: raw as unknown as SidecarConfig };
+  const errors = validate.errors ?? [];
+  const problems = [...new Set(errors.map((error) => formatError(error, raw)).filter(isString))];
+  return {
+    problems: problems.length ? problems : ['the configuration is invalid'],
+    partial: schemaValidPart(raw, errors),
+  };
+}
+
+/**
+ * The datasets without a schema problem, with the top-level fields they rely on. A bad
+ * `fileRoots` leaves the `file` datasets out, a bad `demo` the datasets that read its database:
+ * checking them against a default would report problems that are not there.
+ */
+function schemaValidPart(raw: unknown, errors: readonly ErrorObject[]): SidecarConfig | undefined {
+  if (typeof raw !== 'object' || raw === null) return undefined;
+  const root = raw as Record<string, unknown>;
+  const datasets = root.datasets;
+  if (typeof datasets !== 'object' || datasets === null || Array.isArray(datasets)) return undefined;
+  const bad = new Set<string>();
+  let badRoots = false;
+  let badDemo = false;
+  for (const error of errors) {
+    const [top, name] = error.instancePath.split('/').slice(1).map(unescapePointer);
+    if (top === 'datasets' && name !== undefined) bad.add(name);
+    else if (top === 'fileRoots') badRoots = true;
+    else if (top === 'demo') badDemo = true;
+    // A bad dataset name is reported on the datasets object itself.
+    else if (top === 'datasets' && error.propertyName !== undefined) bad.add(error.propertyName);
+  }
+  const demo = root.demo as DemoConfig | undefined;
+  const kept: Record<string, DatasetConfig> = {};
+  for (const [name, dataset] of Object.entries(datasets as Record<string, DatasetConfig>)) {
+    if (bad.has(name)) continue;
+    if (badRoots && dataset.source.type === 'file') continue;
+    if (badDemo && dataset.source.type === 'sqlite') continue;
+    kept[name] = dataset;
+  }
+  if (Object.keys(kept).length === 0) return undefined;
+  return {
+    datasets: kept,
+    ...(badRoots || root.fileRoots === undefined ? {} : { fileRoots: root.fileRoots as string[] }),
+    ...(badDemo || demo === undefined ? {} : { demo }),
+  };
+}
+
+function unescapePointer(segment: string): string {
+  return segment.replace(/~1/g, '/').replace(/~0/g, '~');
 }
 
 /**
@@ -157,7 +219,7 @@ export async function loadConfig(options: { path?: string | undefined; cwd: stri
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (!explicit && code === 'ENOENT')
-      return { config: demoConfig(), file: undefined, baseDir: options.cwd };
+      return { config: demoConfig(), file: undefined, baseDir: SIDECAR_HOME };
     throw new ConfigError('Cannot read the configuration', [
       code === 'ENOENT'
         ? `EXPORT_CONFIG names ${file}, which does not exist`
@@ -172,7 +234,14 @@ export async function loadConfig(options: { path?: string | undefined; cwd: stri
       `Expected valid JSON: ${(error as Error).message}`,
     ]);
   }
-  return { config: validateConfig(raw, file), file, baseDir: dirname(file) };
+  const baseDir = dirname(file);
+  const checked = checkSchema(raw);
+  if (checked.problems.length > 0) {
+    throw new ConfigError(`Invalid configuration in ${file}`, checked.problems, {
+      ...(checked.partial ? { partial: { config: checked.partial, file, baseDir } } : {}),
+    });
+  }
+  return { config: raw as SidecarConfig, file, baseDir };
 }
 
 function isString(value: unknown): value is string {

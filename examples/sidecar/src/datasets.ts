@@ -25,6 +25,13 @@ export interface BuildDatasetsOptions {
   env: NodeJS.ProcessEnv;
   /** Connections per PostgreSQL pool; the export concurrency is a good value. */
   poolSize: number;
+  /**
+   * Create and seed the demo database when it is missing. Commands that only describe the
+   * datasets (`spark-export datasets`) pass `false`: they need no data, and the queries over a
+   * database that does not exist yet are then not checked.
+   * @default true
+   */
+  seedDemo?: boolean;
   /** Called when the demo database was created. */
   onSeeded?: (file: string, durationMs: number) => void;
 }
@@ -51,13 +58,19 @@ export function buildDatasets(loaded: LoadedConfig, options: BuildDatasetsOption
   const problems: string[] = [];
   const pools = new PostgresPools({ max: options.poolSize });
 
+  // A demo database that is not there (not seeded on purpose): its queries cannot be checked.
+  let unseededDemo: string | undefined;
   if (config.demo) {
     const file = resolve(baseDir, config.demo.database);
     const started = performance.now();
-    try {
-      if (seedDemoDatabase(file, config.demo)) options.onSeeded?.(file, performance.now() - started);
-    } catch (error) {
-      problems.push(`Cannot create the demo database demo.database (${file}): ${(error as Error).message}`);
+    if (options.seedDemo === false) {
+      if (!isFile(file)) unseededDemo = file;
+    } else {
+      try {
+        if (seedDemoDatabase(file, config.demo)) options.onSeeded?.(file, performance.now() - started);
+      } catch (error) {
+        problems.push(`Cannot create the demo database demo.database (${file}): ${(error as Error).message}`);
+      }
     }
   }
 
@@ -84,13 +97,14 @@ export function buildDatasets(loaded: LoadedConfig, options: BuildDatasetsOption
     switch (source.type) {
       case 'sqlite': {
         const database = resolve(baseDir, source.database);
+        const checkable = database !== unseededDemo;
         let columns: string[] | undefined;
         try {
-          columns = inspectSqliteQuery(database, source.query, paramNames);
+          if (checkable) columns = inspectSqliteQuery(database, source.query, paramNames);
         } catch (error) {
           problems.push(`${field}.${problemField(error)} ${(error as Error).message}`);
         }
-        if (source.countQuery !== undefined) {
+        if (source.countQuery !== undefined && checkable) {
           try {
             if (inspectSqliteQuery(database, source.countQuery, paramNames).length !== 1) {
               throw new Error('must return exactly one column (the count)');
@@ -278,6 +292,35 @@ export function buildDatasets(loaded: LoadedConfig, options: BuildDatasetsOption
     throw new ConfigError(`Invalid configuration in ${where}`, problems);
   }
   return { datasets, fileRoots, close: () => pools.close() };
+}
+
+/**
+ * A config file that failed the schema still gets its datasets checked: the problems of the
+ * datasets that passed it (a query using an undeclared param, a path outside `fileRoots`) are
+ * added to the schema's, so that one start lists every problem, not one batch per attempt.
+ * Nothing is seeded for this.
+ */
+export async function withDatasetProblems(
+  error: unknown,
+  options: Omit<BuildDatasetsOptions, 'seedDemo' | 'onSeeded'>,
+): Promise<unknown> {
+  if (!(error instanceof ConfigError) || error.partial === undefined) return error;
+  try {
+    const built = buildDatasets(error.partial, { ...options, seedDemo: false });
+    await built.close();
+    return error;
+  } catch (more) {
+    if (!(more instanceof ConfigError)) return error;
+    return new ConfigError(error.title, [...error.problems, ...more.problems]);
+  }
+}
+
+function isFile(file: string): boolean {
+  try {
+    return statSync(file).isFile();
+  } catch {
+    return false;
+  }
 }
 
 function common(dataset: DatasetConfig): Omit<DatasetDefinition, 'source'> {

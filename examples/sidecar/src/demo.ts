@@ -1,5 +1,5 @@
-import { mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { SidecarConfig } from './config.js';
 
@@ -7,6 +7,14 @@ export const DEMO_ORDERS = 1_000_000;
 export const DEMO_CUSTOMERS = 10_000;
 const STATUSES = ['paid', 'pending', 'refunded', 'cancelled'];
 const COUNTRIES = ['DE', 'FR', 'GB', 'NL', 'US', 'BR', 'IN', 'JP'];
+
+const ORDERS_WHERE = [
+  'WHERE (:from IS NULL OR created_at >= :from)',
+  '  AND (:to IS NULL OR created_at < :to)',
+  '  AND (:status IS NULL OR status = :status)',
+  '  AND (:min_total IS NULL OR total >= :min_total)',
+].join('\n');
+const CUSTOMERS_WHERE = 'WHERE (:country IS NULL OR country = :country)';
 
 /**
  * The built-in configuration used when there is no config file: two datasets over a SQLite
@@ -37,12 +45,11 @@ export function demoConfig(): SidecarConfig {
           database: './data/demo.sqlite',
           query: [
             'SELECT id, customer_id, status, total, currency, created_at FROM orders',
-            'WHERE (:from IS NULL OR created_at >= :from)',
-            '  AND (:to IS NULL OR created_at < :to)',
-            '  AND (:status IS NULL OR status = :status)',
-            '  AND (:min_total IS NULL OR total >= :min_total)',
+            ORDERS_WHERE,
             'ORDER BY id',
           ].join('\n'),
+          // The total behind the CLI's percentage and the jobs' progress.totalRows.
+          countQuery: `SELECT count(*) FROM orders\n${ORDERS_WHERE}`,
         },
       },
       customers: {
@@ -60,8 +67,8 @@ export function demoConfig(): SidecarConfig {
         source: {
           type: 'sqlite',
           database: './data/demo.sqlite',
-          query:
-            'SELECT id, name, email, country, created_at FROM customers WHERE (:country IS NULL OR country = :country) ORDER BY id',
+          query: `SELECT id, name, email, country, created_at FROM customers ${CUSTOMERS_WHERE} ORDER BY id`,
+          countQuery: `SELECT count(*) FROM customers ${CUSTOMERS_WHERE}`,
         },
       },
     },
@@ -78,6 +85,7 @@ export function seedDemoDatabase(
   file: string,
   counts: { orders?: number | undefined; customers?: number | undefined } = {},
 ): boolean {
+  removeAbandonedSeeds(file);
   if (exists(file)) return false;
   const orders = counts.orders ?? DEMO_ORDERS;
   const customers = counts.customers ?? DEMO_CUSTOMERS;
@@ -144,5 +152,42 @@ function exists(file: string): boolean {
     return statSync(file).isFile();
   } catch {
     return false;
+  }
+}
+
+/**
+ * Removes what interrupted seeds left behind: `<file>.seeding-<pid>` and its SQLite side files
+ * (`-journal`, `-wal`, `-shm`), but only those of processes that are gone. A live process may
+ * be seeding right now (two starts at once); this process's own pid is stale by definition (a
+ * container's node is pid 1 on every start).
+ */
+export function removeAbandonedSeeds(file: string): string[] {
+  const prefix = `${basename(file)}.seeding-`;
+  let names: string[];
+  try {
+    names = readdirSync(dirname(file));
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const match = /^([1-9][0-9]*)(-journal|-wal|-shm)?$/.exec(name.slice(prefix.length));
+    if (!match) continue;
+    const pid = Number(match[1]);
+    if (pid !== process.pid && isAlive(pid)) continue;
+    rmSync(join(dirname(file), name), { force: true });
+    removed.push(name);
+  }
+  return removed;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists, it is only someone else's.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -47,6 +47,134 @@ export interface SidecarSettings {
   accelRedirectPrefix: string | undefined;
 }
 
+/** One environment variable, as the docs describe it. */
+export interface EnvVariable {
+  name: string;
+  /** The setting it fills. */
+  setting: keyof SidecarSettings;
+  /** The default as the docs show it (Markdown). */
+  default: string;
+  /** What it does (Markdown, one line). */
+  meaning: string;
+}
+
+/**
+ * Every variable `parseEnv` reads, in the docs' order: the one source of the tables in
+ * docs/sidecar.md, docs/operations.md and examples/sidecar/README.md
+ * (`UPDATE_DOCS=1 npx vitest run examples/sidecar/test/docs.test.ts` rewrites them; the test
+ * fails while a copy differs, or while a default here is not the one `parseEnv` applies).
+ */
+export const ENV_VARIABLES: readonly EnvVariable[] = [
+  {
+    name: 'PORT',
+    setting: 'port',
+    default: '`4001`',
+    meaning: 'port to listen on, 0-65535 (`0`: any free port)',
+  },
+  {
+    name: 'HOST',
+    setting: 'host',
+    default: '`127.0.0.1`',
+    meaning: 'address to listen on; the Docker image sets `0.0.0.0`',
+  },
+  {
+    name: 'EXPORT_CONFIG',
+    setting: 'configPath',
+    default: '`./spark-export.config.json`, else the built-in demo',
+    meaning: 'the config file; an explicit path that does not exist stops the start',
+  },
+  {
+    name: 'EXPORT_DIR',
+    setting: 'exportDir',
+    default: '`./exports`',
+    meaning:
+      'job files and their manifests, relative to the working directory: `examples/sidecar/exports` with the root `npm start`, `/app/exports` in the image',
+  },
+  {
+    name: 'EXPORT_MAX_CONCURRENT',
+    setting: 'maxConcurrent',
+    default: '`5`',
+    meaning: 'exports running at once (jobs and streams together); beyond it 429 + `Retry-After`',
+  },
+  {
+    name: 'EXPORT_MAX_QUEUED',
+    setting: 'maxQueued',
+    default: '`0`',
+    meaning: 'exports that may wait for a slot; `0` answers 429 at once',
+  },
+  {
+    name: 'EXPORT_QUEUE_TIMEOUT_MS',
+    setting: 'queueTimeoutMs',
+    default: 'none',
+    meaning: 'a queued export fails with `QUEUE_TIMEOUT` after this; unset, it waits as long as it takes',
+  },
+  {
+    name: 'EXPORT_RETENTION_HOURS',
+    setting: 'retentionHours',
+    default: '`24`',
+    meaning:
+      'finished files are deleted after this many hours (fractions allowed; their jobs become `expired`); `0` keeps them',
+  },
+  {
+    name: 'EXPORT_MAX_TOTAL_BYTES',
+    setting: 'maxTotalBytes',
+    default: 'none',
+    meaning: 'the oldest files are deleted while all together exceed this',
+  },
+  {
+    name: 'EXPORT_DRAIN_TIMEOUT_MS',
+    setting: 'drainTimeoutMs',
+    default: '`30000`',
+    meaning: 'how long a shutdown (SIGTERM) lets running exports finish',
+  },
+  {
+    name: 'EXPORT_API_TOKEN',
+    setting: 'apiToken',
+    default: 'none',
+    meaning:
+      'at least 16 characters: `Authorization: Bearer <token>` on every route but `/export/status` and `/export`',
+  },
+  {
+    name: 'EXPORT_OWNER_HEADER',
+    setting: 'ownerHeader',
+    default: 'none',
+    meaning: 'header (e.g. `X-User-Id`) that names the job owner; **only behind a proxy that sets it**',
+  },
+  {
+    name: 'EXPORT_SIGNING_SECRET',
+    setting: 'signingSecret',
+    default: 'none',
+    meaning:
+      'at least 16 bytes: enables signed download links, made by the host app with the same secret (`signDownloadPath`)',
+  },
+  {
+    name: 'DATABASE_URL',
+    setting: 'databaseUrl',
+    default: 'none',
+    meaning:
+      'PostgreSQL connection string of the `postgres` sources that have no `connectionString`; nothing else (the built-in demo is SQLite)',
+  },
+  {
+    name: 'LOG_LEVEL',
+    setting: 'logLevel',
+    default: '`info`',
+    meaning: `level of the JSON logs: ${LOG_LEVELS.map((level) => `\`${level}\``).join(', ')}`,
+  },
+  {
+    name: 'EXPORT_PROCESS_METRICS',
+    setting: 'processMetrics',
+    default: '`true`',
+    meaning: 'Node process metrics (`process_*`, `nodejs_*`) on `/export/metrics`',
+  },
+  {
+    name: 'EXPORT_ACCEL_REDIRECT_PREFIX',
+    setting: 'accelRedirectPrefix',
+    default: 'none',
+    meaning:
+      'a path such as `/export-files/`: downloads answer with `X-Accel-Redirect: <prefix><file>` and no body, for nginx to send the file (X-Accel-Redirect in docs/operations.md)',
+  },
+];
+
 /**
  * Reads the settings from the environment. Every bad value is reported at once, each naming
  * the variable, what was expected and what was given.

@@ -76,7 +76,8 @@ async function main(argv: string[]): Promise<number> {
   await mkdir(exportDir, { recursive: true });
   await mkdir(outDir, { recursive: true });
 
-  // The built-in demo in a scratch directory: no EXPORT_CONFIG, no config file there.
+  // The built-in demo (its database in the sidecar's data directory), run in a scratch
+  // directory: no EXPORT_CONFIG, no config file there.
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const name of [
     'EXPORT_CONFIG',

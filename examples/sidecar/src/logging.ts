@@ -1,4 +1,11 @@
-import type { ExportError, ExportManager, Job, JobEventContext } from '@spark-export/core';
+import {
+  type ExportError,
+  type ExportManager,
+  isBackpressureError,
+  isExportError,
+  type Job,
+  type JobEventContext,
+} from '@spark-export/core';
 import pino from 'pino';
 import type { LogLevel } from './env.js';
 
@@ -120,4 +127,27 @@ export function logManagerEvents(manager: ExportManager, logger: Logger): void {
     ),
   );
   manager.on('warning', (message, cause) => log.warn({ event: 'warning', err: cause }, message));
+}
+
+/**
+ * The HTTP handler reports every 5xx it answers. Only failures nobody expected (not the
+ * library's own errors) go to error level with their stack, since error level pages someone:
+ * a 503 `SHUTTING_DOWN` during a drain happens on every deploy and is already logged (warn) by
+ * the manager's `rejected` event; a failing source or disk is the library working as designed
+ * and is logged at warn with its code and cause.
+ */
+export function logHttpFailure(log: Logger, error: unknown, request: { method: string; path: string }): void {
+  const where = { method: request.method, path: request.path };
+  if (!isExportError(error) || error.code === 'INTERNAL') {
+    log.error({ event: 'http:failed', ...where, err: error }, 'internal error');
+    return;
+  }
+  const fields = {
+    event: 'http:failed',
+    ...where,
+    status: error.statusCode,
+    error: { code: error.code, message: error.message },
+  };
+  if (isBackpressureError(error)) log.debug(fields, 'export refused');
+  else log.warn({ ...fields, cause: causeOf(error) }, 'request failed');
 }

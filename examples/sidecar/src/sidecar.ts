@@ -1,13 +1,14 @@
 import type { AddressInfo } from 'node:net';
 import { ExportManager } from '@spark-export/core';
-import { exportPlugin } from '@spark-export/fastify';
+import { exportFrameworkErrors, exportPlugin } from '@spark-export/fastify';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { createIdentify } from './auth.js';
 import { type LoadedConfig, loadConfig } from './config.js';
-import { type BuiltDatasets, buildDatasets } from './datasets.js';
+import { type BuiltDatasets, buildDatasets, withDatasetProblems } from './datasets.js';
 import { parseEnv, type SidecarSettings } from './env.js';
-import { createLogger, type Logger, logManagerEvents } from './logging.js';
+import { indexDocument } from './index-document.js';
+import { createLogger, type Logger, logHttpFailure, logManagerEvents } from './logging.js';
 
 export { ConfigError, type LoadedConfig, loadConfig, type SidecarConfig, validateConfig } from './config.js';
 export { parseEnv, type SidecarSettings } from './env.js';
@@ -46,8 +47,16 @@ export async function loadSidecarSetup(
   cwd: string = process.cwd(),
 ): Promise<{ settings: SidecarSettings; config: LoadedConfig }> {
   const settings = parseEnv(env, cwd);
-  const config = await loadConfig({ path: settings.configPath, cwd });
-  return { settings, config };
+  try {
+    const config = await loadConfig({ path: settings.configPath, cwd });
+    return { settings, config };
+  } catch (error) {
+    throw await withDatasetProblems(error, {
+      databaseUrl: settings.databaseUrl,
+      env,
+      poolSize: 1,
+    });
+  }
 }
 
 /**
@@ -119,20 +128,29 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     // Fastify's per-request lines would be two per /status probe; rejections are logged below.
     logController: new LogController({ disableRequestLogging: true }),
     forceCloseConnections: 'idle',
+    // A URL Fastify's router cannot decode (`/export/jobs/%E0%A4%A`) gets the library's
+    // problem+json 404 like every other bad path, not Fastify's own FST_ERR_BAD_URL body.
+    frameworkErrors: exportFrameworkErrors(),
   });
-  // One line per turned-away request. 429s and 503s are logged with their reason by the
-  // manager's `rejected` event; a draining /status is not a rejection.
+  // One line per turned-away request (4xx). 429s are logged with their reason by the
+  // manager's `rejected` event; 5xx where they happen (`onError` below, or Fastify's own error
+  // logging for a host failure), once and at the level they deserve.
   app.addHook('onResponse', async (request, reply) => {
     const status = reply.statusCode;
-    if (status < 400 || status === 429 || status === 503) return;
-    const fields = {
-      event: 'http:rejected',
-      method: request.method,
-      path: request.url.split('?')[0],
-      status,
-    };
-    if (status >= 500) httpLog.error(fields, 'request failed');
-    else httpLog.info(fields, 'request rejected');
+    if (status < 400 || status === 429 || status >= 500) return;
+    httpLog.info(
+      { event: 'http:rejected', method: request.method, path: request.url.split('?')[0], status },
+      'request rejected',
+    );
+  });
+  // The banner's URL: answered before the plugin's catch-all, which would call it a 404.
+  // Open like /status: it holds links, no data.
+  const index = JSON.stringify(indexDocument(PREFIX));
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.method !== 'GET' && request.method !== 'HEAD') return;
+    const path = request.url.split('?')[0];
+    if (path !== PREFIX && path !== `${PREFIX}/`) return;
+    return reply.code(200).type('application/json').header('cache-control', 'no-store').send(index);
   });
   if (settings.apiToken !== undefined) {
     app.addHook('onSend', async (_request, reply, payload) => {
@@ -148,8 +166,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     ...(settings.accelRedirectPrefix === undefined
       ? {}
       : { accelRedirect: { prefix: settings.accelRedirectPrefix } }),
-    onError: (error, request) =>
-      httpLog.error({ err: error, method: request.method, path: request.path }, 'internal error'),
+    onError: (error, request) => logHttpFailure(httpLog, error, request),
   });
 
   try {

@@ -1,14 +1,25 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanEnv, DIST, deferred, removeDir, requireBuild, run, tempDir } from './helpers.js';
+import {
+  cleanEnv,
+  deferred,
+  removeDir,
+  requireBuild,
+  run,
+  SIDECAR_DIR,
+  tempDir,
+  writeInvalidConfigExample,
+} from './helpers.js';
 
-const CLI = join(DIST, 'cli.js');
+/** The package's bin, as npm links it (`npx spark-export`, `npm run cli --` at the root). */
+const CLI = join(SIDECAR_DIR, 'bin', 'spark-export.js');
+const REPO_ROOT = join(SIDECAR_DIR, '..', '..');
 
 describe('spark-export CLI (child processes of the built bin)', () => {
   let dir: string;
@@ -134,6 +145,27 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     expect(result.stderr).toContain('spark-export: exported 30,000 rows');
   });
 
+  it('shows the percentage for the built-in demo, whose datasets have a countQuery', async () => {
+    const empty = tempDir();
+    try {
+      const result = await run(
+        process.execPath,
+        [CLI, 'export', 'customers', '-p', 'country=JP', '-o', 'customers.csv'],
+        { cwd: empty, env: cleanEnv({ SPARK_EXPORT_FORCE_TTY: '1' }) },
+      );
+      expect(result.code).toBe(0);
+      const frames = result.stderr.split('\r\x1b[2K').filter(Boolean);
+      const rows = readFileSync(join(empty, 'customers.csv'), 'utf8').trim().split('\n').length - 1;
+      expect(frames.at(-1)).toMatch(
+        new RegExp(`^\\[#{24}\\] 100% {2}${rows.toLocaleString('en-US')} rows {2}`),
+      );
+      // The export seeds the demo database where npm start keeps it, not here.
+      expect(readdirSync(empty)).toEqual(['customers.csv']);
+    } finally {
+      removeDir(empty);
+    }
+  });
+
   it.each<[string, string[], string]>([
     [
       'a bad param',
@@ -171,6 +203,123 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     );
   });
 
+  it('ends quietly with exit 0 when the reader of stdout goes away (| head -2)', async () => {
+    // 30,000 rows are far more than a pipe holds, so the CLI is still writing when head exits.
+    const result = await run(
+      'bash',
+      [
+        '-c',
+        `set -o pipefail; "${process.execPath}" "${CLI}" export orders --format ndjson --param from=2025-01-01 | head -2`,
+      ],
+      { cwd: dir, env: cleanEnv() },
+    );
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout.trim().split('\n')).toHaveLength(2);
+  });
+
+  it('lists every flag in --help, and the short ones work', async () => {
+    const help = await cli(['--help']);
+    expect(help.code).toBe(0);
+    for (const flag of [
+      '    --format csv|json|ndjson',
+      '-o, --out <file>',
+      '-p, --param name=value',
+      '    --columns a,b,c',
+      '    --gzip',
+      '-q, --quiet',
+      '    --json',
+      '-c, --config <file>',
+      '-h, --help',
+      '-v, --version',
+    ])
+      expect(help.stdout).toContain(`  ${flag} `);
+
+    writeFileSync(join(dir, 'short.json'), readFileSync(join(dir, 'spark-export.config.json')));
+    const short = await cli([
+      'export',
+      'orders',
+      '-c',
+      'short.json',
+      '-q',
+      '-o',
+      'short.csv',
+      '-p',
+      'from=2025-12-31',
+    ]);
+    expect(short).toMatchObject({ code: 0, stderr: '' });
+    expect(readFileSync(join(dir, 'short.csv'), 'utf8').split('\n')[0]).toBe('id,day,total');
+  });
+
+  it('refuses a repeated --param, as the HTTP API refuses a repeated query parameter', async () => {
+    const result = await cli([
+      'export',
+      'orders',
+      '--out',
+      'twice.csv',
+      '--param',
+      'from=2025-01-01',
+      '--param',
+      'from=2025-06-01',
+    ]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toBe(
+      'spark-export: Expected at most one --param from=... (see spark-export --help)\n',
+    );
+    expect(existsSync(join(dir, 'twice.csv'))).toBe(false);
+  });
+
+  it('has a bin that exists before a build, so that npm ci links it and npx never asks the registry', () => {
+    const manifest = JSON.parse(readFileSync(join(SIDECAR_DIR, 'package.json'), 'utf8')) as {
+      bin: Record<string, string>;
+    };
+    const bin = manifest.bin['spark-export']!;
+    // npm links a bin at install time only when its file exists; dist/ is made later.
+    expect(bin).not.toMatch(/^(\.\/)?dist\//);
+    expect(existsSync(join(SIDECAR_DIR, bin))).toBe(true);
+    expect(join(SIDECAR_DIR, bin)).toBe(CLI);
+    // npm ci links the bins the lockfile records, not those of package.json.
+    const lock = JSON.parse(readFileSync(join(REPO_ROOT, 'package-lock.json'), 'utf8')) as {
+      packages: Record<string, { bin?: Record<string, string> }>;
+    };
+    expect(join(SIDECAR_DIR, lock.packages['examples/sidecar']!.bin!['spark-export']!)).toBe(CLI);
+  });
+
+  it('runs from the root of a clone with npm run cli', async () => {
+    const result = await run('npm', ['run', '--silent', 'cli', '--', 'datasets'], {
+      cwd: REPO_ROOT,
+      env: cleanEnv(),
+    });
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    expect(result.stdout).toMatch(/^orders {2}\[csv, json, ndjson\]/);
+    expect(existsSync(join(REPO_ROOT, 'data'))).toBe(false);
+  });
+
+  it('lists the built-in demo without seeding a database into the working directory', async () => {
+    const empty = tempDir();
+    try {
+      const result = await run(process.execPath, [CLI, 'datasets'], { cwd: empty, env: cleanEnv() });
+      expect(result).toMatchObject({ code: 0, stderr: '' });
+      expect(result.stdout).toContain('orders  [csv, json, ndjson]  params: from?:date to?:date');
+      expect(result.stdout).toContain('customers  [csv, json, ndjson]');
+      expect(readdirSync(empty)).toEqual([]);
+    } finally {
+      removeDir(empty);
+    }
+  });
+
+  it('prints the same bulleted list of config problems as the server', async () => {
+    const elsewhere = tempDir();
+    try {
+      const expected = writeInvalidConfigExample(elsewhere);
+      const result = await cli(['datasets', '--config', join(elsewhere, 'spark-export.config.json')]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe(expected);
+    } finally {
+      removeDir(elsewhere);
+    }
+  });
+
   it('lists the datasets', async () => {
     const result = await cli(['datasets']);
     expect(result.code).toBe(0);
@@ -179,7 +328,10 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     );
   });
 
-  it('cancels on Ctrl-C and leaves no partial file', async () => {
+  it.each<[NodeJS.Signals, number]>([
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ])('cancels on %s (exit %i) and leaves no partial file', async (signal, exitCode) => {
     requested = deferred();
     const child = spawn(
       process.execPath,
@@ -201,9 +353,9 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     // The export is under way once its partial file exists.
     while (!existsSync(join(dir, 'endless.ndjson.part')))
       await new Promise((resolve) => setTimeout(resolve, 10));
-    child.kill('SIGINT');
+    child.kill(signal);
     const result = await exited;
-    expect(result.code).toBe(130);
+    expect(result.code).toBe(exitCode);
     expect(result.stderr).toBe('spark-export: cancelled; endless.ndjson was not written\n');
     expect(existsSync(join(dir, 'endless.ndjson'))).toBe(false);
     expect(existsSync(join(dir, 'endless.ndjson.part'))).toBe(false);

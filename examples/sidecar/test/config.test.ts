@@ -1,12 +1,13 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, type SidecarConfig, validateConfig } from '../src/config.js';
 import { buildDatasets } from '../src/datasets.js';
+import { demoConfig } from '../src/demo.js';
 import { parseEnv } from '../src/env.js';
-import { removeDir, tempDir } from './helpers.js';
+import { removeDir, SIDECAR_DIR, tempDir } from './helpers.js';
 
 function problemsOf(fn: () => unknown): readonly string[] {
   try {
@@ -247,6 +248,20 @@ describe('config file', () => {
       const loaded = await loadConfig({ cwd: dir });
       expect(loaded.file).toBeUndefined();
       expect(Object.keys(loaded.config.datasets)).toEqual(['orders', 'customers']);
+      // Its database resolves against the sidecar's directory, not the working directory.
+      expect(loaded.baseDir).toBe(SIDECAR_DIR);
+    });
+
+    it('builds the demo datasets without creating the database when asked not to seed', async () => {
+      const home = join(dir, 'unseeded');
+      mkdirSync(home);
+      const built = buildDatasets(
+        { config: demoConfig(), file: undefined, baseDir: home },
+        { env: {}, poolSize: 1, seedDemo: false },
+      );
+      expect(Object.keys(built.datasets)).toEqual(['orders', 'customers']);
+      expect(readdirSync(home)).toEqual([]);
+      await built.close();
     });
 
     it('checks queries, params, roots and variables before starting', () => {

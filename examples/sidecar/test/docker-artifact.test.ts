@@ -172,6 +172,7 @@ describe('the image contents, built and started without Docker', () => {
 
   it('holds the built workspaces and production dependencies only', () => {
     expect(readdirSync(out).sort()).toEqual([
+      'data',
       'examples',
       'node_modules',
       'package-lock.json',
@@ -182,8 +183,18 @@ describe('the image contents, built and started without Docker', () => {
     for (const workspace of RUNTIME_WORKSPACES) {
       // node_modules only where npm nests a second version of a dependency.
       const entries = readdirSync(join(out, workspace)).filter((entry) => entry !== 'node_modules');
-      expect(entries.sort()).toEqual(['dist', 'package.json']);
+      expect(entries.sort()).toEqual(
+        workspace === 'examples/sidecar' ? ['bin', 'data', 'dist', 'package.json'] : ['dist', 'package.json'],
+      );
     }
+    // The built-in demo's data directory is the one the image makes writable (/app/data).
+    expect(lstatSync(join(out, 'examples/sidecar/data')).isSymbolicLink()).toBe(true);
+    expect(realpathSync(join(out, 'examples/sidecar/data'))).toBe(realpathSync(join(out, 'data')));
+    expect(DOCKERFILE).toMatch(/chown node:node [^\n]*\/app\/data/);
+    // The bin is linked, so `npx spark-export` works inside the image.
+    expect(realpathSync(join(out, 'node_modules/.bin/spark-export'))).toBe(
+      realpathSync(join(out, 'examples/sidecar/bin/spark-export.js')),
+    );
     // Workspace packages are links to the built folders.
     for (const [name, workspace] of [
       ['core', 'packages/core'],
@@ -256,6 +267,7 @@ describe('the image contents, built and started without Docker', () => {
     };
     expect(job.status).toBe('succeeded');
     expect(existsSync(join(out, 'exports', job.file.name))).toBe(true);
+    expect(existsSync(join(out, 'data', 'demo.sqlite'))).toBe(true);
 
     const exited = new Promise<number | null>((resolve) => server!.once('exit', (code) => resolve(code)));
     server.kill('SIGTERM');

@@ -1,9 +1,10 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
 import type { LoadedConfig, SidecarConfig } from '../src/config.js';
 import { parseEnv } from '../src/env.js';
 import { createLogger } from '../src/logging.js';
@@ -159,4 +160,34 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
     if (!/^(EXPORT_|DATABASE_URL|PORT$|HOST$|LOG_LEVEL$|SPARK_EXPORT_)/.test(key)) env[key] = value;
   }
   return { ...env, ...extra };
+}
+
+/**
+ * The config behind the example of docs/sidecar.md ("Validation at start"), written to
+ * `<dir>/spark-export.config.json`: two schema problems and one a dataset check finds. Returns
+ * the example's text as the docs show it, for `/srv` read `dir`.
+ */
+export function writeInvalidConfigExample(dir: string): string {
+  const db = new Database(join(dir, 'shop.sqlite'));
+  db.exec('CREATE TABLE items (id INTEGER PRIMARY KEY, day TEXT)');
+  db.close();
+  writeFileSync(
+    join(dir, 'spark-export.config.json'),
+    JSON.stringify({
+      datasets: {
+        orders: { source: { type: 'mysql', query: 'SELECT 1' } },
+        invoices: { sourc: { type: 'sqlite' } },
+        items: {
+          source: {
+            type: 'sqlite',
+            database: './shop.sqlite',
+            query: 'SELECT id FROM items WHERE day >= :from',
+          },
+        },
+      },
+    }),
+  );
+  const docs = readFileSync(join(SIDECAR_DIR, '..', '..', 'docs', 'sidecar.md'), 'utf8');
+  const example = /```\n(spark-export: Invalid configuration in \/srv\/[^`]*)```/.exec(docs)![1]!;
+  return example.replaceAll('/srv/', join(dir, '/'));
 }

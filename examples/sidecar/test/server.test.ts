@@ -12,6 +12,14 @@ const TOKEN = 'test-token-0123456789abcdef';
 function smallDemo(upstream?: string): SidecarConfig {
   const config = demoConfig();
   config.demo = { database: './data/demo.sqlite', orders: 20_000, customers: 100 };
+  // Prepares fine, fails while it runs: abs() of the smallest integer overflows.
+  config.datasets.broken = {
+    source: {
+      type: 'sqlite',
+      database: './data/demo.sqlite',
+      query: 'SELECT id, abs(-9223372036854775807 - id) AS boom FROM orders ORDER BY id',
+    },
+  };
   if (upstream) {
     config.datasets.held = { source: { type: 'http-json', url: upstream, timeoutMs: 60_000 } };
   }
@@ -37,11 +45,39 @@ describe('sidecar HTTP API (demo config, in process)', () => {
     expect(await response.json()).toMatchObject({ status: 'ok', inFlight: 0, limit: 5 });
   });
 
+  it.each(['/export', '/export/'])(
+    'answers %s (the banner URL) with an index of links that answer',
+    async (path) => {
+      const response = await fetch(sidecar.url(path));
+      expect(response.status).toBe(200);
+      expect(response.headers.get('content-type')).toMatch(/^application\/json/);
+      const index = (await response.json()) as {
+        links: Record<string, string>;
+        docs: Record<string, string>;
+      };
+      expect(index.links).toMatchObject({
+        status: '/export/status',
+        datasets: '/export/datasets',
+        jobs: '/export/jobs',
+        metrics: '/export/metrics',
+      });
+      for (const [name, link] of Object.entries(index.links)) {
+        if (name === 'stream') continue;
+        expect((await fetch(sidecar.url(link))).status, link).toBe(200);
+      }
+      expect(index.links.stream).toBe('/export/stream/{dataset}');
+      expect((await fetch(sidecar.url(index.links.stream!.replace('{dataset}', 'customers')))).status).toBe(
+        200,
+      );
+      expect(Object.keys(index.docs)).toEqual(['httpApi', 'openapi', 'sidecar']);
+    },
+  );
+
   it('lists the demo datasets with their params', async () => {
     const body = (await (await fetch(sidecar.url('/export/datasets'))).json()) as {
       datasets: { name: string; params: Record<string, unknown> }[];
     };
-    expect(body.datasets.map((dataset) => dataset.name)).toEqual(['orders', 'customers']);
+    expect(body.datasets.map((dataset) => dataset.name)).toEqual(['orders', 'customers', 'broken']);
     expect(body.datasets[0]!.params.status).toMatchObject({
       type: 'enum',
       values: ['paid', 'pending', 'refunded', 'cancelled'],
@@ -69,6 +105,8 @@ describe('sidecar HTTP API (demo config, in process)', () => {
     expect(lines[0]).toBe('Order ID,Customer ID,Status,Total,Currency,Created at');
     expect(lines.length - 1).toBe(job.progress.rows);
     expect(lines.length).toBeGreaterThan(10);
+    // The demo datasets count their rows first (countQuery), with the same params.
+    expect((job.progress as { totalRows?: number }).totalRows).toBe(job.progress.rows);
     for (const line of lines.slice(1)) {
       const [, , status, , , createdAt] = line.split(',');
       expect(status).toBe('refunded');
@@ -102,6 +140,24 @@ describe('sidecar HTTP API (demo config, in process)', () => {
       .map((line) => JSON.parse(line) as { country: string });
     expect(rows.length).toBeGreaterThan(0);
     expect(rows.every((row) => row.country === 'JP')).toBe(true);
+  });
+
+  it("answers a malformed URL under /export with the library's problem, not Fastify's FST_ERR_BAD_URL", async () => {
+    const response = await fetch(sidecar.url('/export/jobs/%E0%A4%A'));
+    expect(response.status).toBe(404);
+    expect(response.headers.get('content-type')).toBe('application/problem+json');
+    expect(await response.json()).toMatchObject({ status: 404, code: 'NOT_FOUND' });
+  });
+
+  it('logs a failing source at warn, not at error level', async () => {
+    const response = await fetch(sidecar.url('/export/stream/broken?format=csv'));
+    expect(response.status).toBe(502);
+    expect(await response.json()).toMatchObject({ code: 'SOURCE_FAILED' });
+    const lines = sidecar.logs.lines.filter((line) => line.path === '/export/stream/broken');
+    expect(lines).toEqual([
+      expect.objectContaining({ level: 'warn', event: 'http:failed', status: 502, cause: expect.anything() }),
+    ]);
+    expect(sidecar.logs.lines.filter((line) => line.level === 'error')).toEqual([]);
   });
 
   it('serves export metrics and process metrics on its own registry', async () => {
@@ -150,8 +206,9 @@ describe('bearer token and owner header', () => {
     removeDir(dir);
   });
 
-  it('keeps /export/status open', async () => {
+  it('keeps /export/status and the index of links open', async () => {
     expect((await fetch(sidecar.url('/export/status'))).status).toBe(200);
+    expect((await fetch(sidecar.url('/export'))).status).toBe(200);
   });
 
   it.each(['/export/datasets', '/export/jobs', '/export/metrics', '/export/stream/orders'])(
@@ -291,5 +348,11 @@ describe('backpressure and draining', () => {
     const job = await s.manager.get(location.split('/').pop()!);
     expect(job).toMatchObject({ status: 'succeeded', progress: { rows: 3 } });
     expect(s.logs.events('stopped')).toHaveLength(1);
+    // An expected 503 must not page anyone: one warn line from the rejection, no error, no stack.
+    expect(s.logs.lines.filter((line) => line.level === 'error' || line.level === 'fatal')).toEqual([]);
+    expect(s.logs.lines.filter((line) => JSON.stringify(line).includes('"stack"'))).toEqual([]);
+    expect(s.logs.events('rejected')).toEqual([
+      expect.objectContaining({ level: 'warn', reason: 'shutting_down', status: 503 }),
+    ]);
   });
 });

@@ -1,11 +1,22 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { cleanEnv, DIST, deferred, removeDir, requireBuild, run, tempDir, waitForOutput } from './helpers.js';
+import {
+  cleanEnv,
+  DIST,
+  deferred,
+  removeDir,
+  requireBuild,
+  run,
+  SIDECAR_DIR,
+  tempDir,
+  waitForOutput,
+  writeInvalidConfigExample,
+} from './helpers.js';
 
 const SERVER = join(DIST, 'server.js');
 const hasCurl = spawnSync('sh', ['-c', 'command -v curl']).status === 0;
@@ -59,6 +70,9 @@ describe('npm start (the built server as a child process)', () => {
     async () => {
       const { dir, child } = spawnIn();
       const { banner } = await originOf(child);
+      // The URL of its first line answers.
+      const url = /spark-export sidecar: (\S+)/.exec(banner)![1]!;
+      expect((await fetch(url)).status).toBe(200);
       const commands = banner
         .split('\n')
         .map((line) => line.trim())
@@ -84,7 +98,9 @@ describe('npm start (the built server as a child process)', () => {
       expect(result.stdout.trim()).toMatch(/^\/export\/jobs\/exp_[A-Za-z0-9_-]{22}$/);
 
       const csv = readFileSync(join(dir, 'orders.csv'), 'utf8').trim().split('\n');
-      const db = new Database(join(dir, 'data', 'demo.sqlite'), { readonly: true });
+      // The demo database lives in the sidecar's data directory, never in the working directory.
+      expect(existsSync(join(dir, 'data'))).toBe(false);
+      const db = new Database(join(SIDECAR_DIR, 'data', 'demo.sqlite'), { readonly: true });
       const expected = db
         .prepare(`SELECT count(*) AS n FROM orders WHERE created_at >= '2025-07-01'`)
         .get() as { n: number };
@@ -136,6 +152,15 @@ describe('npm start (the built server as a child process)', () => {
     expect(result.stderr).toBe(
       `spark-export: Invalid configuration in ${join(dir, 'conf.json')}: Missing datasets.bad.source.connectionString; expected a postgres:// connection string, or DATABASE_URL to be set\n`,
     );
+  });
+
+  it('lists every problem of the config at once, schema and datasets alike, as docs/sidecar.md shows', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const expected = writeInvalidConfigExample(dir);
+    const result = await run(process.execPath, [SERVER], { cwd: dir, env: cleanEnv({ PORT: '0' }) });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(expected);
   });
 
   describe('SIGTERM with an export running', () => {
