@@ -258,6 +258,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     destination: Writable,
     options: StreamOptions = {},
   ): Promise<ExportResult> {
+    this.#refuseEarly(request);
     return this.#streams.stream(this.#prepare(request), destination, options);
   }
 
@@ -267,6 +268,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
    * frees the slot.
    */
   async open(request: ExportRequest, options: { signal?: AbortSignal } = {}): Promise<OpenedExport> {
+    this.#refuseEarly(request);
     return this.#streams.open(this.#prepare(request), options);
   }
 
@@ -373,6 +375,18 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     await idle();
     await this.#jobs?.close();
     this.metrics?.concurrencyLimit.dec(this.#admission.limiter.limit);
+  }
+
+  /**
+   * A full process refuses a stream of a known dataset before validating the rest of it: a
+   * 429 is the most frequent answer under load, and the cheapest one to give.
+   */
+  #refuseEarly(request: ExportRequest): void {
+    const dataset = typeof request === 'object' && request !== null ? request.dataset : undefined;
+    if (typeof dataset !== 'string' || !this.#datasets.has(dataset)) return;
+    const owner = typeof request.owner === 'string' ? request.owner : undefined;
+    const refusal = this.#admission.refuseAtOnce({ dataset, owner, kind: 'stream' });
+    if (refusal) throw refusal;
   }
 
   #prepare(request: ExportRequest): PreparedExport {

@@ -122,6 +122,26 @@ export class Admission {
     return { queued: true, slot };
   }
 
+  /**
+   * A refusal that is certain without asking the limiter, or `undefined`: shutting down, the
+   * owner's limit, or every permit of this process taken with no queue place left (a permit
+   * held here is held in every limiter's count). Lets a full server answer 429 before it
+   * validates the request or builds anything for it.
+   */
+  refuseAtOnce(subject: AdmissionSubject): BackpressureError | undefined {
+    if (this.closed) return this.refuse('shutting_down', subject);
+    const { owner } = subject;
+    const perOwner = this.#options.maxConcurrentPerOwner;
+    if (owner !== undefined && perOwner !== undefined && (this.#ownerLoad.get(owner) ?? 0) >= perOwner) {
+      return this.refuse('owner_limit', subject);
+    }
+    const { limiter, maxQueued } = this.#options;
+    if (limiter.active >= limiter.limit && this.#waiting >= maxQueued) {
+      return this.refuse(maxQueued === 0 ? 'concurrency_limit' : 'queue_full', subject);
+    }
+    return undefined;
+  }
+
   /** Turns new and queued exports away (`shutting_down`); running ones keep their slots. */
   close(): void {
     if (this.closed) return;

@@ -240,7 +240,12 @@ export function createExportHandler(
         const caller = await identify(request);
         const opened = await manager.open(
           { ...streamRequest(route.param!, request.query), ...caller },
-          { signal: request.signal },
+          // Read only when the export gets that far: a refused request never needs a signal.
+          {
+            get signal() {
+              return request.signal;
+            },
+          },
         );
         // Headers wait for the first bytes, so that a source failing at once (a bad query, an
         // upstream 500) is still answered with its status and a problem, not a cut 200.

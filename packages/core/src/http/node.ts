@@ -26,31 +26,36 @@ export function fromNodeRequest(
   const queryAt = url.indexOf('?');
   const path = options.path ?? (queryAt === -1 ? url : url.slice(0, queryAt));
   const query = new URLSearchParams(queryAt === -1 ? '' : url.slice(queryAt + 1));
-  const controller = new AbortController();
-  if (res.destroyed && !res.writableFinished) {
-    controller.abort(new CancelledError('The client went away'));
-  } else {
-    res.once('close', () => {
-      if (!res.writableFinished) controller.abort(new CancelledError('The client went away'));
-    });
-  }
-  return {
+  // Made on first use: most requests (a status, a 429) never look at it, and an AbortController
+  // with its listener costs more than the rest of such a request.
+  let signal: AbortSignal | undefined;
+  const request: ExportHttpRequest = {
     method: (req.method ?? 'GET').toUpperCase(),
     path,
     query,
     headers: req.headers,
     ...(options.body === undefined ? { bodyStream: req } : { body: options.body }),
-    signal: controller.signal,
+    get signal(): AbortSignal {
+      signal ??= responseSignal(res);
+      return signal;
+    },
   };
+  return request;
 }
 
-/**
- * Writes a neutral response to node's response. A `Readable` body goes through
- * `stream.pipeline`, which destroys the body when the client leaves, so that an export aborts
- * and frees its slot at once. Resolves when the response is written or the client has gone;
- * it never rejects for a client that left or a body that failed midway (the response is then
- * cut short, the only honest signal left once headers are out).
- */
+/** Aborts when `res` closes before it finished (or already has). */
+function responseSignal(res: ServerResponse): AbortSignal {
+  const controller = new AbortController();
+  if (res.destroyed && !res.writableFinished) {
+    controller.abort(new CancelledError('The client went away'));
+  } else if (!res.writableFinished) {
+    res.once('close', () => {
+      if (!res.writableFinished) controller.abort(new CancelledError('The client went away'));
+    });
+  }
+  return controller.signal;
+}
+
 export async function sendNodeResponse(res: ServerResponse, response: ExportHttpResponse): Promise<void> {
   if (!res.headersSent) {
     res.statusCode = response.status;

@@ -31,8 +31,16 @@ export interface Problem {
 }
 
 /** `BACKPRESSURE` -> `https://spark-export.dev/problems/backpressure`. */
+const problemTypes = new Map<string, string>();
+
 export function problemType(code: string): string {
-  return `${PROBLEM_TYPE_BASE}${code.toLowerCase().replace(/_/g, '-')}`;
+  let type = problemTypes.get(code);
+  if (type === undefined) {
+    type = `${PROBLEM_TYPE_BASE}${code.toLowerCase().replace(/_/g, '-')}`;
+    // Codes are the library's own, a few dozen at most; anything else is not worth keeping.
+    if (problemTypes.size < 256) problemTypes.set(code, type);
+  }
+  return type;
 }
 
 /** Builds a problem response. `extra` may carry `field` and `retryAfterSeconds`. */
