@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { isTimeZone, normalizeDate } from './date-param.js';
 import { describeValue, NotFoundError, ValidationError } from './errors.js';
 import { type ColumnSpec, FORMAT_NAMES, type FormatName } from './formats/types.js';
 
@@ -35,10 +36,23 @@ export interface ParamSpec {
   max?: number;
   /** Longest accepted string, for `string`. @default 1000 */
   maxLength?: number;
+  /**
+   * For `date`: the IANA time zone (`Europe/Berlin`) of values that have no offset. A local
+   * time there becomes its UTC instant; one that a daylight-saving change skips or repeats is
+   * refused (422) rather than guessed; a calendar day means the first moment of that day there.
+   * Without it, such times are UTC and a calendar day stays a calendar day.
+   * @default undefined (UTC)
+   */
+  timeZone?: string;
   description?: string;
 }
 
-/** Validated, typed parameter values: dates are normalised ISO 8601 strings. */
+/**
+ * Validated, typed parameter values. A `date` reaches the source as a string in one of two
+ * forms: a calendar day `YYYY-MM-DD` (when the request gave only a day and the param has no
+ * `timeZone`), or else the UTC instant `YYYY-MM-DDTHH:mm:ss.sssZ`, whatever offset or local time
+ * the request used.
+ */
 export type Params = Record<string, string | number | boolean>;
 
 export interface DatasetDefinition {
@@ -63,8 +77,8 @@ export interface Dataset extends DatasetDefinition {
 const DATASET_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 const INTEGER_TEXT = /^[-+]?\d+$/;
+const DATE_EXPECTED = 'an ISO 8601 date such as 2025-01-31 or 2025-01-31T12:00:00Z';
 const NUMBER_TEXT = /^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$/;
-const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/;
 
 /**
  * Checks a dataset definition and returns it with its name. Throws `TypeError` naming the
@@ -118,6 +132,16 @@ export function defineDataset(name: string, definition: DatasetDefinition): Data
       throw new TypeError(
         `Expected dataset "${name}" params.${param}.type to be one of ${types.join(', ')}, got ${describeValue(spec?.type)}`,
       );
+    }
+    if (spec.timeZone !== undefined) {
+      if (spec.type !== 'date') {
+        throw new TypeError(`Dataset "${name}" params.${param}.timeZone only applies to type "date"`);
+      }
+      if (!isTimeZone(spec.timeZone)) {
+        throw new TypeError(
+          `Expected dataset "${name}" params.${param}.timeZone to be an IANA time zone such as Europe/Berlin, got ${describeValue(spec.timeZone)}`,
+        );
+      }
     }
     if (spec.type === 'enum' && (!Array.isArray(spec.values) || spec.values.length === 0)) {
       throw new TypeError(
@@ -173,7 +197,8 @@ export function validateParams(dataset: Dataset, raw: unknown): Params {
   for (const [key, spec] of Object.entries(specs)) {
     const value = input[key];
     if (value === undefined || value === '') {
-      if (spec.default !== undefined) params[key] = spec.default;
+      // Coerced like a request value, so that a date default reaches the source normalised too.
+      if (spec.default !== undefined) params[key] = coerceParam(key, spec, spec.default);
       else if (spec.required)
         throw invalid(`params.${key}`, `Missing required param "${key}" (${spec.type})`);
       continue;
@@ -215,15 +240,27 @@ function coerceParam(key: string, spec: ParamSpec, value: unknown): string | num
       throw fail('a boolean (true, false, 1 or 0)');
     }
     case 'date': {
-      if (
-        typeof value !== 'string' ||
-        !ISO_DATE.test(value) ||
-        Number.isNaN(Date.parse(value)) ||
-        !isCalendarDay(value)
-      ) {
-        throw fail('an ISO 8601 date such as 2025-01-31 or 2025-01-31T12:00:00Z');
+      // A Date object (from code, not from a query string or JSON) is taken as its instant.
+      const text = value instanceof Date && !Number.isNaN(value.getTime()) ? value.toISOString() : value;
+      if (typeof text !== 'string') throw fail(DATE_EXPECTED);
+      const result = normalizeDate(text, spec.timeZone);
+      if ('value' in result) return result.value;
+      const problem = result.problem;
+      switch (problem.kind) {
+        case 'malformed':
+          throw fail(DATE_EXPECTED);
+        case 'out-of-range':
+          throw fail('a date between the years 0000 and 9999 in UTC');
+        case 'skipped':
+          throw fail(
+            `a local time that exists in ${problem.timeZone} (the clocks skip this one for daylight saving time; add an offset such as +01:00)`,
+          );
+        case 'repeated':
+          throw fail(
+            `a local time that occurs once in ${problem.timeZone} (this one occurs twice, at ${problem.offsets[0]} and ${problem.offsets[1]}; add the offset you mean)`,
+          );
       }
-      return value;
+      throw fail(DATE_EXPECTED);
     }
     case 'enum': {
       const values = spec.values ?? [];
@@ -285,14 +322,6 @@ export function findDataset(datasets: ReadonlyMap<string, Dataset>, name: unknow
     );
   }
   return dataset;
-}
-
-/** `Date.parse` rolls 2025-02-30 over to March 2; a day that is not in the calendar is an error. */
-function isCalendarDay(value: string): boolean {
-  const [year, month, day] = value.slice(0, 10).split('-').map(Number) as [number, number, number];
-  const date = new Date(0);
-  date.setUTCFullYear(year, month - 1, day);
-  return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
 }
 
 function invalid(field: string, message: string): ValidationError {
