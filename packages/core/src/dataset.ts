@@ -55,20 +55,74 @@ export interface ParamSpec {
  */
 export type Params = Record<string, string | number | boolean>;
 
-export interface DatasetDefinition {
+/** Declared params by name. */
+export type ParamSpecs = Readonly<Record<string, ParamSpec>>;
+
+type ValueOfType<T extends ParamType> = T extends 'integer' | 'number'
+  ? number
+  : T extends 'boolean'
+    ? boolean
+    : string;
+
+/**
+ * What a param spec hands the source: a `number` for `integer` and `number`, a `boolean` for
+ * `boolean`, one of the declared `values` for an `enum`, a string otherwise (a `date` is
+ * normalised, see {@link Params}).
+ */
+export type ParamValue<S extends ParamSpec> = S extends {
+  type: 'enum';
+  values: readonly (infer V extends string)[];
+}
+  ? V
+  : ValueOfType<S['type']>;
+
+/** A param is always there when it is required or has a default. */
+type AlwaysPresent<S extends ParamSpec> = S extends { required: true }
+  ? true
+  : S extends { default: string | number | boolean }
+    ? true
+    : false;
+
+type Simplify<T> = { [K in keyof T]: T[K] } & {};
+
+/**
+ * The params a dataset's `source` and `count` receive, typed from its declared params: with
+ * `params: { from: { type: 'date', required: true }, n: { type: 'integer' } }` they are
+ * `{ from: string; n?: number }`, and a param that is not declared does not compile. Specs
+ * that are only known as `ParamSpecs` (e.g. from a config file) give {@link Params}.
+ */
+export type InferParams<P extends ParamSpecs> = string extends keyof P
+  ? Params
+  : Simplify<
+      { -readonly [K in keyof P as AlwaysPresent<P[K]> extends true ? K : never]: ParamValue<P[K]> } & {
+        -readonly [K in keyof P as AlwaysPresent<P[K]> extends true ? never : K]?: ParamValue<P[K]>;
+      }
+    >;
+
+/** No declared params: a dataset without `params` accepts none. */
+export type NoParams = Record<never, never>;
+
+export interface DatasetDefinition<P extends ParamSpecs = ParamSpecs> {
   description?: string;
   /** Columns in output order. Without them, CSV takes its columns from the first row. */
   columns?: readonly ColumnSpec[];
   /** Declared parameters; requests with unknown or invalid params are rejected (422). */
-  params?: Readonly<Record<string, ParamSpec>>;
+  params?: P;
   /** Formats this dataset may be exported as. @default every format */
   formats?: readonly FormatName[];
   /** Produces the rows. Called once per export with validated params. */
-  source(params: Params, context: SourceContext): RowSource | Promise<RowSource>;
+  source(params: InferParams<P>, context: SourceContext): RowSource | Promise<RowSource>;
   /** Optional cheap row count, shown as `progress.totalRows` of jobs. */
-  count?(params: Params, context: { signal: AbortSignal }): number | undefined | Promise<number | undefined>;
+  count?(
+    params: InferParams<P>,
+    context: { signal: AbortSignal },
+  ): number | undefined | Promise<number | undefined>;
 }
 
+/**
+ * A checked dataset, as the manager keeps it. Its params are no longer typed per dataset (the
+ * manager holds datasets of every shape in one map); {@link defineDataset} typed them for `source`.
+ */
 export interface Dataset extends DatasetDefinition {
   readonly name: string;
   readonly formats: readonly FormatName[];
@@ -82,7 +136,8 @@ const NUMBER_TEXT = /^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$/;
 
 /**
  * Checks a dataset definition and returns it with its name. Throws `TypeError` naming the
- * bad field (a programming error, not a client error).
+ * bad field (a programming error, not a client error). The params that `source` receives are
+ * typed from `params` (see {@link InferParams}); no `as const` is needed.
  *
  * @example
  * ```ts
@@ -93,7 +148,10 @@ const NUMBER_TEXT = /^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$/;
  * });
  * ```
  */
-export function defineDataset(name: string, definition: DatasetDefinition): Dataset {
+export function defineDataset<const P extends ParamSpecs = NoParams>(
+  name: string,
+  definition: DatasetDefinition<P>,
+): Dataset {
   if (typeof name !== 'string' || !DATASET_NAME.test(name)) {
     throw new TypeError(
       `Expected dataset name to be 1-64 letters, digits, "_", "-" or ".", got ${describeValue(name)}`,
@@ -167,7 +225,9 @@ export function defineDataset(name: string, definition: DatasetDefinition): Data
       );
     }
   }
-  return { ...definition, name, formats };
+  // `source` only ever receives params validated against these specs, so the typed callback is
+  // safe to keep as one taking any `Params`.
+  return { ...definition, name, formats } as unknown as Dataset;
 }
 
 /**

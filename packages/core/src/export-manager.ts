@@ -7,6 +7,8 @@ import {
   type DatasetDefinition,
   defineDataset,
   findDataset,
+  type NoParams,
+  type ParamSpecs,
   type Params,
   resolveColumns,
   validateParams,
@@ -301,8 +303,11 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     this.ready.catch(() => {});
   }
 
-  /** Adds a dataset. Throws `TypeError` on a bad definition or a duplicate name. */
-  defineDataset(name: string, definition: DatasetDefinition): Dataset {
+  /** Adds a dataset (its `source` params typed from `params`). Throws `TypeError` on a bad definition or a duplicate name. */
+  defineDataset<const P extends ParamSpecs = NoParams>(
+    name: string,
+    definition: DatasetDefinition<P>,
+  ): Dataset {
     return this.#addDataset(defineDataset(name, definition));
   }
 
