@@ -112,6 +112,16 @@ export interface DatasetDefinition<P extends ParamSpecs = ParamSpecs> {
   formats?: readonly FormatName[];
   /** Produces the rows. Called once per export with validated params. */
   source(params: InferParams<P>, context: SourceContext): RowSource | Promise<RowSource>;
+  /**
+   * Longest one export of this dataset may run; then it fails with `EXPORT_TIMEOUT`. `0` for
+   * no limit. @default the manager's `maxDurationMs`
+   */
+  maxDurationMs?: number;
+  /**
+   * Longest wait for the next row from this dataset's source; then the export fails with
+   * `SOURCE_IDLE`. `0` for no limit. @default the manager's `idleTimeoutMs`
+   */
+  idleTimeoutMs?: number;
   /** Optional cheap row count, shown as `progress.totalRows` of jobs. */
   count?(
     params: InferParams<P>,
@@ -215,6 +225,14 @@ export function defineDataset<const P extends ParamSpecs = NoParams>(
           `Dataset "${name}" params.${param}.default is invalid: ${(error as Error).message}`,
         );
       }
+    }
+  }
+  for (const limit of ['maxDurationMs', 'idleTimeoutMs'] as const) {
+    const value = definition[limit];
+    if (value !== undefined && (!Number.isSafeInteger(value) || value < 0)) {
+      throw new TypeError(
+        `Expected dataset "${name}" ${limit} to be an integer >= 0 (milliseconds, 0 for no limit), got ${describeValue(value)}`,
+      );
     }
   }
   const formats = definition.formats ?? FORMAT_NAMES;

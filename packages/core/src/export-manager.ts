@@ -26,7 +26,7 @@ import {
   ValidationError,
   WriteError,
 } from './errors.js';
-import { writeExport } from './export-stream.js';
+import { checkTimeLimits, type ExportTimeLimits, timeLimits, writeExport } from './export-stream.js';
 import { getFormat } from './formats/index.js';
 import type { ColumnSpec, CsvOptions, Format, FormatName } from './formats/types.js';
 import { FileJobStore } from './jobs/file-job-store.js';
@@ -79,7 +79,7 @@ export interface RetentionOptions {
   keepManifestsMs?: number;
 }
 
-export interface ExportManagerOptions {
+export interface ExportManagerOptions extends ExportTimeLimits {
   /** Datasets by name, or defined with {@link defineDataset}. More can be added with `defineDataset`. */
   datasets?: Record<string, DatasetDefinition> | readonly Dataset[];
   /** Directory of job files and manifests. Required for `start()`; `stream()` works without it. */
@@ -268,6 +268,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
       checkInteger('maxConcurrentPerOwner', options.maxConcurrentPerOwner, 1);
     }
     checkInteger('maxAttempts', options.maxAttempts ?? 3, 1);
+    checkTimeLimits(options);
     const retention = options.retention ?? {};
     if (retention.maxAgeMs !== undefined) checkInteger('retention.maxAgeMs', retention.maxAgeMs, 1);
     if (retention.maxTotalBytes !== undefined)
@@ -841,10 +842,10 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     let failure: ExportError | undefined;
     const run = (async () => {
       try {
-        const source = await openSource(prepared, controller.signal);
         const result = await writeExport({
           dataset: prepared.dataset.name,
-          source,
+          open: (signal) => openSource(prepared, signal),
+          limits: timeLimits(prepared.dataset, this.#options, 'stream'),
           encoder: this.#encoder(prepared),
           destination,
           signal: controller.signal,
@@ -1051,12 +1052,12 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     let lastProgress = 0;
     let file: WriteStream | undefined;
     try {
-      const source = await openSource(prepared, signal);
       // `flush` fsyncs the file before it is closed, so the rename below publishes durable data.
       file = createWriteStream(partPath, { flags: 'wx', flush: true });
       const result = await writeExport({
         dataset: record.dataset,
-        source,
+        open: (opened) => openSource(prepared, opened),
+        limits: timeLimits(prepared.dataset, this.#options, 'job'),
         encoder: this.#encoder(prepared),
         destination: file,
         signal,

@@ -30,6 +30,8 @@ export {
   JobStateError,
   NotFoundError,
   SourceError,
+  type TimeLimitCode,
+  TimeLimitError,
   ValidationError,
   WriteError,
 } from './errors.js';
@@ -49,6 +51,7 @@ export {
   type RetentionOptions,
   type StreamOptions,
 } from './export-manager.js';
+export type { ExportTimeLimits } from './export-stream.js';
 export { csvFormat, getFormat, jsonFormat, ndjsonFormat } from './formats/index.js';
 export type {
   ColumnSpec,
