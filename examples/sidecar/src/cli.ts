@@ -222,7 +222,13 @@ async function runExport(dataset: string, values: ExportValues): Promise<number>
 
   const { built } = await setup({ quiet: !showSummary });
   const registry = new Registry();
-  const manager = new ExportManager({ datasets: built.datasets, metrics: { registry }, maxConcurrent: 1 });
+  // A pipe into a pager that waits for its reader is not a stalled client: no stall limit here.
+  const manager = new ExportManager({
+    datasets: built.datasets,
+    metrics: { registry },
+    maxConcurrent: 1,
+    stallTimeoutMs: 0,
+  });
   const controller = new AbortController();
   let interrupted: NodeJS.Signals | undefined;
   const onSignal = (signal: NodeJS.Signals) => {

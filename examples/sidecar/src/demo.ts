@@ -9,8 +9,8 @@ const STATUSES = ['paid', 'pending', 'refunded', 'cancelled'];
 const COUNTRIES = ['DE', 'FR', 'GB', 'NL', 'US', 'BR', 'IN', 'JP'];
 
 const ORDERS_WHERE = [
-  'WHERE (:from IS NULL OR created_at >= :from)',
-  '  AND (:to IS NULL OR created_at < :to)',
+  'WHERE (:from IS NULL OR julianday(created_at) >= julianday(:from))',
+  '  AND (:to IS NULL OR julianday(created_at) < julianday(:to))',
   '  AND (:status IS NULL OR status = :status)',
   '  AND (:min_total IS NULL OR total >= :min_total)',
 ].join('\n');
@@ -43,6 +43,10 @@ export function demoConfig(): SidecarConfig {
         source: {
           type: 'sqlite',
           database: './data/demo.sqlite',
+          // created_at is text like 2025-01-01T00:00:09Z; the params arrive as a day (2025-01-01)
+          // or a UTC instant with milliseconds (2025-01-01T12:00:00.000Z). Text comparison would
+          // get sub-second bounds wrong ("...:09Z" sorts after "...:09.500Z"), so both sides are
+          // compared as julian days. The OR-NULL pattern keeps the index out of use either way.
           query: [
             'SELECT id, customer_id, status, total, currency, created_at FROM orders',
             ORDERS_WHERE,

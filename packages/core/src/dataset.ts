@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { isTimeZone, normalizeDate } from './date-param.js';
 import { describeValue, NotFoundError, ValidationError } from './errors.js';
 import { type ColumnSpec, FORMAT_NAMES, type FormatName } from './formats/types.js';
 
@@ -35,26 +36,103 @@ export interface ParamSpec {
   max?: number;
   /** Longest accepted string, for `string`. @default 1000 */
   maxLength?: number;
+  /**
+   * For `date`: the IANA time zone (`Europe/Berlin`) of values that have no offset. A local
+   * time there becomes its UTC instant; one that a daylight-saving change skips or repeats is
+   * refused (422) rather than guessed; a calendar day means the first moment of that day there.
+   * Without it, such times are UTC and a calendar day stays a calendar day.
+   * @default undefined (UTC)
+   */
+  timeZone?: string;
   description?: string;
 }
 
-/** Validated, typed parameter values: dates are normalised ISO 8601 strings. */
+/**
+ * Validated, typed parameter values. A `date` reaches the source as a string in one of two
+ * forms: a calendar day `YYYY-MM-DD` (when the request gave only a day and the param has no
+ * `timeZone`), or else the UTC instant `YYYY-MM-DDTHH:mm:ss.sssZ`, whatever offset or local time
+ * the request used.
+ */
 export type Params = Record<string, string | number | boolean>;
 
-export interface DatasetDefinition {
+/** Declared params by name. */
+export type ParamSpecs = Readonly<Record<string, ParamSpec>>;
+
+type ValueOfType<T extends ParamType> = T extends 'integer' | 'number'
+  ? number
+  : T extends 'boolean'
+    ? boolean
+    : string;
+
+/**
+ * What a param spec hands the source: a `number` for `integer` and `number`, a `boolean` for
+ * `boolean`, one of the declared `values` for an `enum`, a string otherwise (a `date` is
+ * normalised, see {@link Params}).
+ */
+export type ParamValue<S extends ParamSpec> = S extends {
+  type: 'enum';
+  values: readonly (infer V extends string)[];
+}
+  ? V
+  : ValueOfType<S['type']>;
+
+/** A param is always there when it is required or has a default. */
+type AlwaysPresent<S extends ParamSpec> = S extends { required: true }
+  ? true
+  : S extends { default: string | number | boolean }
+    ? true
+    : false;
+
+type Simplify<T> = { [K in keyof T]: T[K] } & {};
+
+/**
+ * The params a dataset's `source` and `count` receive, typed from its declared params: with
+ * `params: { from: { type: 'date', required: true }, n: { type: 'integer' } }` they are
+ * `{ from: string; n?: number }`, and a param that is not declared does not compile. Specs
+ * that are only known as `ParamSpecs` (e.g. from a config file) give {@link Params}.
+ */
+export type InferParams<P extends ParamSpecs> = string extends keyof P
+  ? Params
+  : Simplify<
+      { -readonly [K in keyof P as AlwaysPresent<P[K]> extends true ? K : never]: ParamValue<P[K]> } & {
+        -readonly [K in keyof P as AlwaysPresent<P[K]> extends true ? never : K]?: ParamValue<P[K]>;
+      }
+    >;
+
+/** No declared params: a dataset without `params` accepts none. */
+export type NoParams = Record<never, never>;
+
+export interface DatasetDefinition<P extends ParamSpecs = ParamSpecs> {
   description?: string;
   /** Columns in output order. Without them, CSV takes its columns from the first row. */
   columns?: readonly ColumnSpec[];
   /** Declared parameters; requests with unknown or invalid params are rejected (422). */
-  params?: Readonly<Record<string, ParamSpec>>;
+  params?: P;
   /** Formats this dataset may be exported as. @default every format */
   formats?: readonly FormatName[];
   /** Produces the rows. Called once per export with validated params. */
-  source(params: Params, context: SourceContext): RowSource | Promise<RowSource>;
+  source(params: InferParams<P>, context: SourceContext): RowSource | Promise<RowSource>;
+  /**
+   * Longest one export of this dataset may run; then it fails with `EXPORT_TIMEOUT`. `0` for
+   * no limit. @default the manager's `maxDurationMs`
+   */
+  maxDurationMs?: number;
+  /**
+   * Longest wait for the next row from this dataset's source; then the export fails with
+   * `SOURCE_IDLE`. `0` for no limit. @default the manager's `idleTimeoutMs`
+   */
+  idleTimeoutMs?: number;
   /** Optional cheap row count, shown as `progress.totalRows` of jobs. */
-  count?(params: Params, context: { signal: AbortSignal }): number | undefined | Promise<number | undefined>;
+  count?(
+    params: InferParams<P>,
+    context: { signal: AbortSignal },
+  ): number | undefined | Promise<number | undefined>;
 }
 
+/**
+ * A checked dataset, as the manager keeps it. Its params are no longer typed per dataset (the
+ * manager holds datasets of every shape in one map); {@link defineDataset} typed them for `source`.
+ */
 export interface Dataset extends DatasetDefinition {
   readonly name: string;
   readonly formats: readonly FormatName[];
@@ -63,12 +141,13 @@ export interface Dataset extends DatasetDefinition {
 const DATASET_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 const INTEGER_TEXT = /^[-+]?\d+$/;
+const DATE_EXPECTED = 'an ISO 8601 date such as 2025-01-31 or 2025-01-31T12:00:00Z';
 const NUMBER_TEXT = /^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$/;
-const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/;
 
 /**
  * Checks a dataset definition and returns it with its name. Throws `TypeError` naming the
- * bad field (a programming error, not a client error).
+ * bad field (a programming error, not a client error). The params that `source` receives are
+ * typed from `params` (see {@link InferParams}); no `as const` is needed.
  *
  * @example
  * ```ts
@@ -79,7 +158,10 @@ const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(
  * });
  * ```
  */
-export function defineDataset(name: string, definition: DatasetDefinition): Dataset {
+export function defineDataset<const P extends ParamSpecs = NoParams>(
+  name: string,
+  definition: DatasetDefinition<P>,
+): Dataset {
   if (typeof name !== 'string' || !DATASET_NAME.test(name)) {
     throw new TypeError(
       `Expected dataset name to be 1-64 letters, digits, "_", "-" or ".", got ${describeValue(name)}`,
@@ -119,6 +201,16 @@ export function defineDataset(name: string, definition: DatasetDefinition): Data
         `Expected dataset "${name}" params.${param}.type to be one of ${types.join(', ')}, got ${describeValue(spec?.type)}`,
       );
     }
+    if (spec.timeZone !== undefined) {
+      if (spec.type !== 'date') {
+        throw new TypeError(`Dataset "${name}" params.${param}.timeZone only applies to type "date"`);
+      }
+      if (!isTimeZone(spec.timeZone)) {
+        throw new TypeError(
+          `Expected dataset "${name}" params.${param}.timeZone to be an IANA time zone such as Europe/Berlin, got ${describeValue(spec.timeZone)}`,
+        );
+      }
+    }
     if (spec.type === 'enum' && (!Array.isArray(spec.values) || spec.values.length === 0)) {
       throw new TypeError(
         `Expected dataset "${name}" params.${param}.values to be a non-empty array of strings`,
@@ -135,6 +227,14 @@ export function defineDataset(name: string, definition: DatasetDefinition): Data
       }
     }
   }
+  for (const limit of ['maxDurationMs', 'idleTimeoutMs'] as const) {
+    const value = definition[limit];
+    if (value !== undefined && (!Number.isSafeInteger(value) || value < 0)) {
+      throw new TypeError(
+        `Expected dataset "${name}" ${limit} to be an integer >= 0 (milliseconds, 0 for no limit), got ${describeValue(value)}`,
+      );
+    }
+  }
   const formats = definition.formats ?? FORMAT_NAMES;
   for (const format of formats) {
     if (!FORMAT_NAMES.includes(format)) {
@@ -143,7 +243,9 @@ export function defineDataset(name: string, definition: DatasetDefinition): Data
       );
     }
   }
-  return { ...definition, name, formats };
+  // `source` only ever receives params validated against these specs, so the typed callback is
+  // safe to keep as one taking any `Params`.
+  return { ...definition, name, formats } as unknown as Dataset;
 }
 
 /**
@@ -173,7 +275,8 @@ export function validateParams(dataset: Dataset, raw: unknown): Params {
   for (const [key, spec] of Object.entries(specs)) {
     const value = input[key];
     if (value === undefined || value === '') {
-      if (spec.default !== undefined) params[key] = spec.default;
+      // Coerced like a request value, so that a date default reaches the source normalised too.
+      if (spec.default !== undefined) params[key] = coerceParam(key, spec, spec.default);
       else if (spec.required)
         throw invalid(`params.${key}`, `Missing required param "${key}" (${spec.type})`);
       continue;
@@ -215,15 +318,27 @@ function coerceParam(key: string, spec: ParamSpec, value: unknown): string | num
       throw fail('a boolean (true, false, 1 or 0)');
     }
     case 'date': {
-      if (
-        typeof value !== 'string' ||
-        !ISO_DATE.test(value) ||
-        Number.isNaN(Date.parse(value)) ||
-        !isCalendarDay(value)
-      ) {
-        throw fail('an ISO 8601 date such as 2025-01-31 or 2025-01-31T12:00:00Z');
+      // A Date object (from code, not from a query string or JSON) is taken as its instant.
+      const text = value instanceof Date && !Number.isNaN(value.getTime()) ? value.toISOString() : value;
+      if (typeof text !== 'string') throw fail(DATE_EXPECTED);
+      const result = normalizeDate(text, spec.timeZone);
+      if ('value' in result) return result.value;
+      const problem = result.problem;
+      switch (problem.kind) {
+        case 'malformed':
+          throw fail(DATE_EXPECTED);
+        case 'out-of-range':
+          throw fail('a date between the years 0000 and 9999 in UTC');
+        case 'skipped':
+          throw fail(
+            `a local time that exists in ${problem.timeZone} (the clocks skip this one for daylight saving time; add an offset such as +01:00)`,
+          );
+        case 'repeated':
+          throw fail(
+            `a local time that occurs once in ${problem.timeZone} (this one occurs twice, at ${problem.offsets[0]} and ${problem.offsets[1]}; add the offset you mean)`,
+          );
       }
-      return value;
+      throw fail(DATE_EXPECTED);
     }
     case 'enum': {
       const values = spec.values ?? [];
@@ -285,14 +400,6 @@ export function findDataset(datasets: ReadonlyMap<string, Dataset>, name: unknow
     );
   }
   return dataset;
-}
-
-/** `Date.parse` rolls 2025-02-30 over to March 2; a day that is not in the calendar is an error. */
-function isCalendarDay(value: string): boolean {
-  const [year, month, day] = value.slice(0, 10).split('-').map(Number) as [number, number, number];
-  const date = new Date(0);
-  date.setUTCFullYear(year, month - 1, day);
-  return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
 }
 
 function invalid(field: string, message: string): ValidationError {

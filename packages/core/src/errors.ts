@@ -20,6 +20,9 @@ export type ExportErrorCode =
   | 'IDEMPOTENCY_KEY_REUSED'
   | 'SOURCE_FAILED'
   | 'WRITE_FAILED'
+  | 'EXPORT_TIMEOUT'
+  | 'SOURCE_IDLE'
+  | 'CLIENT_STALLED'
   | 'CANCELLED'
   | 'INTERRUPTED'
   | 'QUEUE_TIMEOUT'
@@ -211,6 +214,51 @@ export class WriteError extends ExportError {
     const code = (cause as { code?: unknown } | null)?.code;
     const full = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG';
     return new WriteError(message, { cause, statusCode: full ? 507 : 503 });
+  }
+}
+
+/** Which limit a {@link TimeLimitError} is about. */
+export type TimeLimitCode = 'EXPORT_TIMEOUT' | 'SOURCE_IDLE' | 'CLIENT_STALLED';
+
+/**
+ * An export ran into one of its time limits and was stopped, its slot freed and (for a job)
+ * its partial file removed:
+ *
+ * - `EXPORT_TIMEOUT` (504): it ran longer than `maxDurationMs`;
+ * - `SOURCE_IDLE` (504): its source sent no row for `idleTimeoutMs`;
+ * - `CLIENT_STALLED` (408): its destination (a client that stopped reading) drained nothing
+ *   for `stallTimeoutMs`.
+ *
+ * `details.timeoutMs` is the limit that was hit.
+ *
+ * @example
+ * ```ts
+ * manager.on('stream:finished', ({ error }) => {
+ *   if (error instanceof TimeLimitError && error.code === 'CLIENT_STALLED') log.warn('a client stopped reading');
+ * });
+ * ```
+ */
+export class TimeLimitError extends ExportError {
+  declare readonly code: TimeLimitCode;
+  readonly timeoutMs: number;
+
+  constructor(code: TimeLimitCode, timeoutMs: number, options: ExportErrorOptions = {}) {
+    super(code, code === 'CLIENT_STALLED' ? 408 : 504, timeLimitMessage(code, timeoutMs), {
+      ...options,
+      details: { ...options.details, timeoutMs },
+    });
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+function timeLimitMessage(code: TimeLimitCode, timeoutMs: number): string {
+  switch (code) {
+    case 'EXPORT_TIMEOUT':
+      return `The export took longer than its limit of ${timeoutMs} ms and was stopped`;
+    case 'SOURCE_IDLE':
+      return `The data source sent no rows for ${timeoutMs} ms and the export was stopped`;
+    case 'CLIENT_STALLED':
+      return `The client read nothing for ${timeoutMs} ms and the export was stopped`;
   }
 }
 

@@ -5,8 +5,15 @@ import type { Limiter } from './admission/limiter.js';
 import { RetryAfterEstimator } from './admission/retry-after.js';
 import { Semaphore } from './admission/semaphore.js';
 import { checkInteger, checkOptionalInteger } from './checks.js';
-import { type Dataset, type DatasetDefinition, defineDataset } from './dataset.js';
+import {
+  type Dataset,
+  type DatasetDefinition,
+  defineDataset,
+  type NoParams,
+  type ParamSpecs,
+} from './dataset.js';
 import { CancelledError } from './errors.js';
+import { checkTimeLimits, type ExportTimeLimits } from './export-stream.js';
 import type { CsvOptions } from './formats/types.js';
 import type { ExportStorage } from './jobs/export-storage.js';
 import { FileJobStore } from './jobs/file-job-store.js';
@@ -31,7 +38,7 @@ import type {
   StreamOptions,
 } from './types.js';
 
-export interface ExportManagerOptions {
+export interface ExportManagerOptions extends ExportTimeLimits {
   /** Datasets by name, or defined with {@link defineDataset}. More can be added with `defineDataset`. */
   datasets?: Record<string, DatasetDefinition> | readonly Dataset[];
   /** Directory of job files and manifests. Jobs need it (or `store` and `storage`); `stream()` works without. */
@@ -114,6 +121,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     checkOptionalInteger('queueTimeoutMs', options.queueTimeoutMs, { min: 1 });
     checkOptionalInteger('maxConcurrentPerOwner', options.maxConcurrentPerOwner, { min: 1 });
     checkInteger('maxAttempts', options.maxAttempts ?? 3, { min: 1 });
+    checkTimeLimits(options);
     const retention = options.retention ?? {};
     checkOptionalInteger('retention.maxAgeMs', retention.maxAgeMs, { min: 1 });
     checkOptionalInteger('retention.maxTotalBytes', retention.maxTotalBytes);
@@ -148,6 +156,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
       admission: this.#admission,
       telemetry,
       batchSize,
+      limits: options,
       queueTimeoutMs: Math.min(options.queueTimeoutMs ?? STREAM_QUEUE_TIMEOUT_MS, STREAM_QUEUE_TIMEOUT_MS),
       now,
       emit,
@@ -177,6 +186,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
           storage,
           telemetry,
           batchSize,
+          limits: options,
           progressIntervalMs,
           maxAgeMs: retention.maxAgeMs,
           now,
@@ -200,8 +210,14 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     this.ready.catch(() => {});
   }
 
-  /** Adds a dataset. Throws `TypeError` on a bad definition or a duplicate name. */
-  defineDataset(name: string, definition: DatasetDefinition): Dataset {
+  /**
+   * Adds a dataset; its `source` gets params typed from the declared `params`. Throws
+   * `TypeError` on a bad definition or a duplicate name.
+   */
+  defineDataset<const P extends ParamSpecs = NoParams>(
+    name: string,
+    definition: DatasetDefinition<P>,
+  ): Dataset {
     const dataset = defineDataset(name, definition);
     if (this.#datasets.has(dataset.name)) throw new TypeError(`Dataset "${dataset.name}" is already defined`);
     this.#datasets.set(dataset.name, dataset);

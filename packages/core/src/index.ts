@@ -10,9 +10,13 @@ export {
   type Dataset,
   type DatasetDefinition,
   defineDataset,
+  type InferParams,
+  type NoParams,
   type ParamSpec,
+  type ParamSpecs,
   type Params,
   type ParamType,
+  type ParamValue,
   type Row,
   type RowSource,
   type SourceContext,
@@ -31,10 +35,13 @@ export {
   JobStateError,
   NotFoundError,
   SourceError,
+  type TimeLimitCode,
+  TimeLimitError,
   ValidationError,
   WriteError,
 } from './errors.js';
 export { ExportManager, type ExportManagerOptions } from './export-manager.js';
+export type { ExportTimeLimits } from './export-stream.js';
 export { csvFormat, getFormat, jsonFormat, ndjsonFormat } from './formats/index.js';
 export type {
   ColumnSpec,

@@ -63,6 +63,8 @@ function toReadable(input: ByteSource): Readable {
  * row is a plain object. Sync iterables are drained synchronously per batch (no promise per
  * row); closing the returned iterator closes the source (`return()` / `destroy()`).
  *
+ * `counter.rows` counts rows as they arrive (an idle timeout watches it).
+ *
  * With `linger`, a batch that has rows is handed on without waiting for it to fill once an
  * async source keeps the next row back for `linger.ms` (a slow upstream, a cursor waiting on
  * the database), and `linger.onLinger()` is called so that the caller flushes it too.
@@ -73,9 +75,12 @@ export async function* readBatches(
   source: RowSource,
   batchSize: number,
   linger: { ms: number; onLinger: () => void } | undefined = undefined,
+  /** Counts every row read as it arrives, also inside a batch that is still filling. */
+  counter: { rows: number } = { rows: 0 },
 ): AsyncGenerator<Row[], void, undefined> {
   let index = 0;
   const check = (row: unknown): Row => {
+    counter.rows++;
     if (typeof row !== 'object' || row === null || Array.isArray(row)) {
       throw new ValidationError(`Expected row ${index} to be a plain object, got ${describeValue(row)}`, {
         code: 'INVALID_ROW',
@@ -250,4 +255,22 @@ function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
     value !== null &&
     typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function'
   );
+}
+
+/**
+ * Closes a source that was opened but will never be read (the export ended while its
+ * `source()` call was still pending).
+ *
+ * @internal
+ */
+export function closeSource(source: RowSource): void {
+  try {
+    if (source instanceof Readable) source.destroy();
+    else {
+      const closable = source as { return?: () => unknown };
+      if (typeof closable.return === 'function') void Promise.resolve(closable.return()).catch(() => {});
+    }
+  } catch {
+    // Closing is best effort: the export has already ended.
+  }
 }

@@ -278,16 +278,29 @@ describe('validateParams', () => {
 
   describe('date', () => {
     it.each([
-      '2025-01-31',
-      '2024-02-29',
-      '2025-01-31T12:00',
-      '2025-01-31T12:00:59Z',
-      '2025-01-31 12:00:00',
-      '2025-01-31T12:00:00.123Z',
-      '2025-01-31T12:00:00+01:00',
-      '2025-01-31T12:00:00-0530',
-    ])('accepts the ISO 8601 form %s', (value) => {
-      expect(coerce({ type: 'date' }, value)).toBe(value);
+      ['2025-01-31', '2025-01-31'],
+      ['2024-02-29', '2024-02-29'],
+      ['2025-01-31T12:00', '2025-01-31T12:00:00.000Z'],
+      ['2025-01-31T12:00:59Z', '2025-01-31T12:00:59.000Z'],
+      ['2025-01-31 12:00:00', '2025-01-31T12:00:00.000Z'],
+      ['2025-01-31T12:00:00.123Z', '2025-01-31T12:00:00.123Z'],
+      ['2025-01-31T12:00:00.1239Z', '2025-01-31T12:00:00.123Z'],
+      ['2025-01-31T12:00:00+01:00', '2025-01-31T11:00:00.000Z'],
+      ['2025-01-31T12:00:00-0530', '2025-01-31T17:30:00.000Z'],
+      ['2025-01-01T00:00:00+02:00', '2024-12-31T22:00:00.000Z'],
+    ])('accepts the ISO 8601 form %s and hands the source %s', (value, expected) => {
+      expect(coerce({ type: 'date' }, value)).toBe(expected);
+      // Canonical values are valid input and stay as they are (a job resumed after a restart).
+      expect(coerce({ type: 'date' }, expected)).toBe(expected);
+    });
+
+    it('takes a Date object as its instant', () => {
+      expect(coerce({ type: 'date' }, new Date(Date.UTC(2025, 0, 31, 12)))).toBe('2025-01-31T12:00:00.000Z');
+    });
+
+    it('normalises a date default like a request value', () => {
+      const dataset = withParams({ from: { type: 'date', default: '2025-01-01 12:00' } });
+      expect(validateParams(dataset, {})).toEqual({ from: '2025-01-01T12:00:00.000Z' });
     });
 
     it.each([
@@ -299,14 +312,79 @@ describe('validateParams', () => {
       '2025-1-5',
       'yesterday',
       '2025-01-31T12',
+      '2025-01-31T24:00',
+      '2025-01-31T12:60',
+      '2025-01-31T12:00:60Z',
+      '2025-01-31T12:00+24:00',
+      '2025-01-31T12:00z',
     ])('rejects %s', (value) => {
       expect(invalidParam({ type: 'date' }, value).message).toBe(
         `Expected param "p" to be an ISO 8601 date such as 2025-01-31 or 2025-01-31T12:00:00Z, got ${JSON.stringify(value)} (string)`,
       );
     });
 
+    it('rejects an instant outside the years 0000-9999 in UTC', () => {
+      expect(invalidParam({ type: 'date' }, '9999-12-31T23:00-02:00').message).toBe(
+        'Expected param "p" to be a date between the years 0000 and 9999 in UTC, got "9999-12-31T23:00-02:00" (string)',
+      );
+    });
+
     it('rejects a number of milliseconds', () => {
       expect(invalidParam({ type: 'date' }, 1_700_000_000_000).message).toMatch(/an ISO 8601 date/);
+    });
+
+    describe('with a timeZone', () => {
+      const berlin: ParamSpec = { type: 'date', timeZone: 'Europe/Berlin' };
+
+      it.each([
+        ['2025-01-31T12:00', '2025-01-31T11:00:00.000Z'],
+        ['2025-07-01 12:00:00.5', '2025-07-01T10:00:00.500Z'],
+        // A calendar day is its first moment in the zone.
+        ['2025-01-01', '2024-12-31T23:00:00.000Z'],
+        ['2025-07-01', '2025-06-30T22:00:00.000Z'],
+        // Either side of the spring-forward gap (02:00-03:00 on 2025-03-30) and the fall-back hour.
+        ['2025-03-30T01:59:59', '2025-03-30T00:59:59.000Z'],
+        ['2025-03-30T03:00', '2025-03-30T01:00:00.000Z'],
+        ['2025-10-26T01:59', '2025-10-25T23:59:00.000Z'],
+        ['2025-10-26T03:00', '2025-10-26T02:00:00.000Z'],
+        // An explicit offset wins over the zone, and a canonical value stays as it is.
+        ['2025-10-26T02:30+01:00', '2025-10-26T01:30:00.000Z'],
+        ['2025-10-26T02:30:00.000Z', '2025-10-26T02:30:00.000Z'],
+      ])('reads %s as Europe/Berlin time: %s', (value, expected) => {
+        expect(coerce(berlin, value)).toBe(expected);
+        expect(coerce(berlin, expected)).toBe(expected);
+      });
+
+      it('rejects a local time that the spring-forward change skips, naming the param', () => {
+        expect(invalidParam(berlin, '2025-03-30T02:30').message).toBe(
+          'Expected param "p" to be a local time that exists in Europe/Berlin (the clocks skip this one for daylight saving time; add an offset such as +01:00), got "2025-03-30T02:30" (string)',
+        );
+      });
+
+      it('rejects a local time that the fall-back change repeats, naming both offsets', () => {
+        expect(invalidParam(berlin, '2025-10-26 02:30').message).toBe(
+          'Expected param "p" to be a local time that occurs once in Europe/Berlin (this one occurs twice, at +02:00 and +01:00; add the offset you mean), got "2025-10-26 02:30" (string)',
+        );
+      });
+
+      it('starts a day whose midnight the clocks skip when the gap ends', () => {
+        // Santiago moved its clocks from 00:00 to 01:00 (-04:00 to -03:00) on 2024-09-08.
+        const santiago: ParamSpec = { type: 'date', timeZone: 'America/Santiago' };
+        expect(coerce(santiago, '2024-09-08')).toBe('2024-09-08T04:00:00.000Z');
+        expect(invalidParam(santiago, '2024-09-08T00:30').message).toMatch(/exists in America\/Santiago/);
+        expect(coerce(santiago, '2024-09-07')).toBe('2024-09-07T04:00:00.000Z');
+      });
+
+      it('is checked when the dataset is defined', () => {
+        expect(() => withParams({ from: { type: 'date', timeZone: 'Mars/Olympus' } })).toThrow(
+          new TypeError(
+            'Expected dataset "orders" params.from.timeZone to be an IANA time zone such as Europe/Berlin, got "Mars/Olympus" (string)',
+          ),
+        );
+        expect(() => withParams({ n: { type: 'integer', timeZone: 'UTC' } })).toThrow(
+          new TypeError('Dataset "orders" params.n.timeZone only applies to type "date"'),
+        );
+      });
     });
   });
 

@@ -28,7 +28,15 @@ export class PostgresPools {
   get(connectionString: string): pg.Pool {
     let pool = this.#pools.get(connectionString);
     if (!pool) {
-      pool = new pg.Pool({ connectionString, max: this.#max, idleTimeoutMillis: 30_000 });
+      pool = new pg.Pool({
+        connectionString,
+        max: this.#max,
+        idleTimeoutMillis: 30_000,
+        // Sessions run in UTC, so that a calendar-day param (`2025-01-01`) cast to timestamptz
+        // means midnight UTC, as it does in SQLite; instants arrive with their `Z` anyway. An
+        // `options` parameter in the connection string takes precedence (pg lets it override).
+        options: '-c TimeZone=UTC',
+      });
       // An idle client that loses its connection must not crash the process.
       pool.on('error', () => {});
       this.#pools.set(connectionString, pool);

@@ -1,6 +1,7 @@
 import type { Ticket } from '../admission/admission.js';
 import type { Release } from '../admission/limiter.js';
 import { type ExportError, isExportError, WriteError } from '../errors.js';
+import type { ExportTimeLimits } from '../export-stream.js';
 import { runExport, toExportError } from '../pipeline/run-export.js';
 import type { ExportTelemetry } from '../pipeline/telemetry.js';
 import { contentTypeOf, extensionOf, type PreparedExport } from '../request.js';
@@ -14,6 +15,8 @@ export interface JobRunnerOptions {
   storage: ExportStorage;
   telemetry: ExportTelemetry;
   batchSize: number;
+  /** The manager's time limits (a dataset's own win). */
+  limits: ExportTimeLimits;
   progressIntervalMs: number;
   /** With retention by age: when a succeeded file expires. */
   maxAgeMs: number | undefined;
@@ -202,6 +205,8 @@ export class JobRunner {
       const result = await runExport(prepared, write.stream, {
         signal,
         batchSize: this.#options.batchSize,
+        limits: this.#options.limits,
+        kind: 'job',
         end: true,
         hash: true,
         onProgress: (rows, bytes) => {

@@ -1,7 +1,6 @@
 import type { Writable } from 'node:stream';
-import type { RowSource } from '../dataset.js';
 import { type ExportError, isExportError, SourceError } from '../errors.js';
-import { writeExport } from '../export-stream.js';
+import { type ExportTimeLimits, timeLimits, writeExport } from '../export-stream.js';
 import { createEncoder, type PreparedExport } from '../request.js';
 
 export interface RunExportOptions {
@@ -14,6 +13,10 @@ export interface RunExportOptions {
   hash: boolean;
   /** Called as chunks reach the destination, with the rows and bytes they added. */
   onProgress?: (rows: number, bytes: number) => void;
+  /** The manager's time limits, under the dataset's own. */
+  limits: ExportTimeLimits;
+  /** Streams may stall on a slow reader; jobs write to storage and have no stall limit. */
+  kind: 'stream' | 'job';
 }
 
 export interface RunExportResult {
@@ -32,19 +35,21 @@ export async function runExport(
   options: RunExportOptions,
 ): Promise<RunExportResult> {
   const { signal } = options;
-  let source: RowSource;
-  try {
-    source = await prepared.dataset.source(prepared.params, {
-      signal,
-      columns: prepared.columns?.map((column) => column.name),
-    });
-  } catch (error) {
-    throw toExportError(error, prepared.dataset.name, signal);
-  }
   try {
     return await writeExport({
       dataset: prepared.dataset.name,
-      source,
+      // Opened inside the export, so that its time limits also cover a source that never answers.
+      open: async (opened) => {
+        try {
+          return await prepared.dataset.source(prepared.params, {
+            signal: opened,
+            columns: prepared.columns?.map((column) => column.name),
+          });
+        } catch (error) {
+          throw toExportError(error, prepared.dataset.name, opened);
+        }
+      },
+      limits: timeLimits(prepared.dataset, options.limits, options.kind),
       encoder: createEncoder(prepared),
       destination,
       signal,

@@ -2,6 +2,7 @@ import { PassThrough, type Writable } from 'node:stream';
 import type { Admission } from '../admission/admission.js';
 import type { Release } from '../admission/limiter.js';
 import { CancelledError, type ExportError, isExportError } from '../errors.js';
+import type { ExportTimeLimits } from '../export-stream.js';
 import type { ExportOutcome } from '../metrics.js';
 import { contentTypeOf, downloadName, type PreparedExport } from '../request.js';
 import type { EmitEvent, ExportResult, OpenedExport } from '../types.js';
@@ -12,6 +13,8 @@ export interface StreamRunnerOptions {
   admission: Admission;
   telemetry: ExportTelemetry;
   batchSize: number;
+  /** The manager's time limits (a dataset's own win). */
+  limits: ExportTimeLimits;
   /** Longest wait of a queued stream for a slot. */
   queueTimeoutMs: number | undefined;
   now: () => number;
@@ -126,6 +129,8 @@ export class StreamRunner {
         const result = await runExport(prepared, destination, {
           signal: controller.signal,
           batchSize: this.#options.batchSize,
+          limits: this.#options.limits,
+          kind: 'stream',
           end,
           hash: false,
           onProgress: (addedRows, addedBytes) => {
