@@ -13,7 +13,6 @@ import {
   type ParamSpecs,
 } from './dataset.js';
 import { CancelledError } from './errors.js';
-import { checkTimeLimits, type ExportTimeLimits } from './export-stream.js';
 import type { CsvOptions } from './formats/types.js';
 import type { ExportStorage } from './jobs/export-storage.js';
 import { FileJobStore } from './jobs/file-job-store.js';
@@ -26,6 +25,7 @@ import type { RetentionOptions } from './jobs/retention.js';
 import { type ExportMetrics, type ExportMetricsOptions, registerExportMetrics } from './metrics.js';
 import { StreamRunner } from './pipeline/stream-runner.js';
 import { ExportTelemetry } from './pipeline/telemetry.js';
+import { checkTimeLimits, type ExportTimeLimits } from './pipeline/time-limits.js';
 import { type ExportRequest, type PreparedExport, prepare } from './request.js';
 import type {
   CallerOptions,

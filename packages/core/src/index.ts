@@ -41,7 +41,6 @@ export {
   WriteError,
 } from './errors.js';
 export { ExportManager, type ExportManagerOptions } from './export-manager.js';
-export type { ExportTimeLimits } from './export-stream.js';
 export { csvFormat, getFormat, jsonFormat, ndjsonFormat } from './formats/index.js';
 export type {
   ColumnSpec,
@@ -95,6 +94,7 @@ export {
   type ExportOutcome,
   registerExportMetrics,
 } from './metrics.js';
+export type { ExportTimeLimits } from './pipeline/time-limits.js';
 export type { ExportRequest } from './request.js';
 export { fromJsonArray, fromNdjson, type JsonArrayOptions } from './sources.js';
 export type {

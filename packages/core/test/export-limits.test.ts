@@ -16,9 +16,13 @@ import Koa from 'koa';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TimeLimitError } from '../src/errors.js';
 import type { ExportManager, ExportManagerOptions } from '../src/export-manager.js';
-import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS, timeLimits } from '../src/export-stream.js';
 import { createExportHandler, toNodeHandler } from '../src/http/index.js';
 import { type DatasetDefinition, fromJsonArray } from '../src/index.js';
+import {
+  DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_STALL_TIMEOUT_MS,
+  timeLimits,
+} from '../src/pipeline/time-limits.js';
 import type { ExportSummary } from '../src/types.js';
 import { cleanup, createManager, listen, tempDir } from './contract/helpers.js';
 

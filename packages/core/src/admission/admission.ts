@@ -216,13 +216,15 @@ export class Admission {
   #granted(release: Release, giveBackOwner: () => void): Release {
     this.#options.metrics?.inFlight.inc();
     let released = false;
-    return () => {
+    const wrapped = () => {
       if (released) return;
       released = true;
-      release();
+      // A shared limiter releases with a round trip; its failure must not become unhandled.
+      void Promise.resolve(release()).catch(() => {});
       giveBackOwner();
       this.#options.metrics?.inFlight.dec();
     };
+    return release.signal ? Object.assign(wrapped, { signal: release.signal }) : wrapped;
   }
 
   #ownerDelta(owner: string | undefined, delta: number): void {

@@ -1,5 +1,10 @@
-/** Gives a permit back. Safe to call more than once: only the first call counts. */
-export type Release = () => void;
+/**
+ * Gives a permit back. Safe to call more than once: only the first call counts. A shared
+ * limiter may release with a round trip (the caller does not wait for it), and may carry a
+ * `signal` that aborts when the permit is lost (a lease that expired while its replica was cut
+ * off): the export holding it is then ended.
+ */
+export type Release = (() => void | Promise<void>) & { readonly signal?: AbortSignal };
 
 /**
  * The seam for "how many exports may run at once". The built-in {@link Semaphore} counts in

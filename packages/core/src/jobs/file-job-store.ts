@@ -140,15 +140,19 @@ export class FileJobStore implements JobStore {
   /** Manifest writes of one job happen one after another, in order. */
   #serialized(id: string, write: () => Promise<void>): Promise<void> {
     const previous = this.#writes.get(id) ?? Promise.resolve();
-    const next = previous.catch(() => {}).then(write);
-    const tracked = next.finally(() => {
-      if (this.#writes.get(id) === tracked) this.#writes.delete(id);
-    });
-    this.#writes.set(
-      id,
-      tracked.catch(() => {}),
+    const next = previous.then(write);
+    // The chain never rejects (the next write runs after a failed one), and forgets itself
+    // once it is the last write of the job, so the map holds only jobs being written.
+    const settled: Promise<void> = next.then(
+      () => this.#forget(id, settled),
+      () => this.#forget(id, settled),
     );
+    this.#writes.set(id, settled);
     return next;
+  }
+
+  #forget(id: string, settled: Promise<void>): void {
+    if (this.#writes.get(id) === settled) this.#writes.delete(id);
   }
 }
 

@@ -1,9 +1,9 @@
 import type { Ticket } from '../admission/admission.js';
 import type { Release } from '../admission/limiter.js';
 import { type ExportError, isExportError, WriteError } from '../errors.js';
-import type { ExportTimeLimits } from '../export-stream.js';
 import { runExport, toExportError } from '../pipeline/run-export.js';
 import type { ExportTelemetry } from '../pipeline/telemetry.js';
+import type { ExportTimeLimits } from '../pipeline/time-limits.js';
 import { contentTypeOf, extensionOf, type PreparedExport } from '../request.js';
 import type { EmitEvent, JobEventContext } from '../types.js';
 import type { ExportStorage } from './export-storage.js';
@@ -97,7 +97,7 @@ export class JobRunner {
       resolveSettled = resolve;
     });
     this.#active.set(record.id, { record, controller, settled });
-    void this.#run(record, prepared, ticket, controller.signal).finally(() => {
+    void this.#run(record, prepared, ticket, controller).finally(() => {
       this.#active.delete(record.id);
       resolveSettled();
     });
@@ -107,8 +107,9 @@ export class JobRunner {
     record: JobRecord,
     prepared: PreparedExport,
     ticket: Ticket,
-    signal: AbortSignal,
+    controller: AbortController,
   ): Promise<void> {
+    const { signal } = controller;
     const { store, telemetry, emit, now } = this.#options;
     const tracker = telemetry.track({ dataset: record.dataset, format: record.format });
     const context: JobEventContext = { owner: record.owner ?? undefined };
@@ -116,7 +117,9 @@ export class JobRunner {
     // The slot (and the owner's share) is given back as soon as the data is written or the
     // export failed, before the manifest write: a client that sees the job finished and asks
     // again must find the slot free.
+    const onLost = () => controller.abort(release?.signal?.reason);
     const freeSlot = () => {
+      release?.signal?.removeEventListener('abort', onLost);
       release?.();
       release = undefined;
     };
@@ -133,6 +136,8 @@ export class JobRunner {
       } else {
         release = ticket.release;
       }
+      // A shared limiter's permit can be lost (its lease expired): the job ends with its reason.
+      release.signal?.addEventListener('abort', onLost, { once: true });
       startedAt = now();
       record.status = 'running';
       record.startedAt = new Date(startedAt).toISOString();

@@ -1,7 +1,8 @@
 import type { Writable } from 'node:stream';
 import { type ExportError, isExportError, SourceError } from '../errors.js';
-import { type ExportTimeLimits, timeLimits, writeExport } from '../export-stream.js';
 import { createEncoder, type PreparedExport } from '../request.js';
+import { type ExportTimeLimits, timeLimits } from './time-limits.js';
+import { writeExport } from './write-export.js';
 
 export interface RunExportOptions {
   signal: AbortSignal;

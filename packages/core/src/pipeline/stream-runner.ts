@@ -2,12 +2,12 @@ import { PassThrough, type Writable } from 'node:stream';
 import type { Admission } from '../admission/admission.js';
 import type { Release } from '../admission/limiter.js';
 import { CancelledError, type ExportError, isExportError } from '../errors.js';
-import type { ExportTimeLimits } from '../export-stream.js';
 import type { ExportOutcome } from '../metrics.js';
 import { contentTypeOf, downloadName, type PreparedExport } from '../request.js';
 import type { EmitEvent, ExportResult, OpenedExport } from '../types.js';
 import { runExport, toExportError } from './run-export.js';
 import type { ExportTelemetry } from './telemetry.js';
+import type { ExportTimeLimits } from './time-limits.js';
 
 export interface StreamRunnerOptions {
   admission: Admission;
@@ -116,6 +116,10 @@ export class StreamRunner {
     const controller = new AbortController();
     const onAbort = () => controller.abort(new CancelledError('The client went away'));
     signal?.addEventListener('abort', onAbort, { once: true });
+    // A shared limiter's permit can be lost (its lease expired): the export ends with its reason.
+    const lost = release.signal;
+    const onLost = () => controller.abort(lost?.reason);
+    lost?.addEventListener('abort', onLost, { once: true });
     const started = now();
     const tracker = telemetry.track(labels);
     emit('stream:started', { ...labels, owner: prepared.owner });
@@ -151,6 +155,7 @@ export class StreamRunner {
         throw failure;
       } finally {
         signal?.removeEventListener('abort', onAbort);
+        lost?.removeEventListener('abort', onLost);
         release();
         const durationMs = now() - started;
         tracker.finish(outcome, durationMs);
