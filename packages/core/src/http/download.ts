@@ -65,8 +65,8 @@ export interface DownloadResponseOptions {
 /**
  * The response for a finished job's file: full (200), one range (206), unsatisfiable (416)
  * or not modified (304). A `Range` with several ranges is answered with the whole file
- * (200), as RFC 9110 allows; an invalid `Range`, or an `If-Range` that does not match the
- * ETag, is ignored likewise.
+ * (200), as RFC 9110 allows; an invalid `Range`, one of another unit than `bytes`, or an
+ * `If-Range` that does not match the ETag, is ignored likewise.
  */
 export async function downloadResponse(
   request: ExportHttpRequest,
@@ -103,8 +103,9 @@ export async function downloadResponse(
   let status = 200;
   const range = header(request, 'range');
   const ifRange = header(request, 'if-range');
-  if (range !== undefined && (ifRange === undefined || ifRange.trim() === etag)) {
-    const ranges = rangeParser(size, range, { combine: true });
+  if (range !== undefined && isValidByteRange(range) && (ifRange === undefined || ifRange.trim() === etag)) {
+    // The unit is case-insensitive; range-parser only knows `bytes` in lower case.
+    const ranges = rangeParser(size, `bytes${range.slice(range.indexOf('='))}`, { combine: true });
     if (ranges === -1) {
       return problemResponse(
         416,
@@ -133,6 +134,24 @@ export async function downloadResponse(
   });
   const body = size === 0 ? handle.createReadStream({ start: 0 }) : handle.createReadStream({ start, end });
   return { status, headers, body };
+}
+
+// RFC 9110 section 14.1.2: `bytes=` then a comma-separated list (with optional whitespace) of
+// `first-last`, `first-` or `-suffix`, digits only.
+const BYTE_RANGE_SET = /^bytes=[ \t]*(?:\d+-\d*|-\d+)(?:[ \t]*,[ \t]*(?:\d+-\d*|-\d+))*[ \t]*$/i;
+
+/**
+ * True for a `Range` value the server must act on: the `bytes` unit and well-formed ranges,
+ * none with its last position before its first. range-parser alone would call `bytes=abc` or
+ * `foo=9-` unsatisfiable (416); RFC 9110 has a server ignore an invalid or unknown-unit range.
+ */
+export function isValidByteRange(value: string): boolean {
+  if (!BYTE_RANGE_SET.test(value)) return false;
+  for (const spec of value.slice(value.indexOf('=') + 1).split(',')) {
+    const [first, last] = spec.trim().split('-');
+    if (first !== '' && last !== '' && BigInt(last!) < BigInt(first!)) return false;
+  }
+  return true;
 }
 
 function header(request: ExportHttpRequest, name: string): string | undefined {

@@ -686,6 +686,46 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         expect((await stale.arrayBuffer()).byteLength).toBe(size);
       });
 
+      it('ignores an invalid Range or one of another unit (200, the whole file)', async () => {
+        const fixture = await setup();
+        const { url, bytes } = await downloadable(fixture);
+        const size = bytes.length;
+        for (const range of [
+          'bytes=abc',
+          'bytes=5-1',
+          'foo=999999999-',
+          'items=0-9',
+          'bytes=',
+          'bytes=0-9x',
+          'bytes 0-9',
+          'bytes=--1',
+          'bytes=0-9,abc',
+          'bytes=0x10-',
+          '=0-9',
+        ]) {
+          const response = await fetch(url, { headers: { range } });
+          expect(response.status, range).toBe(200);
+          expect(response.headers.get('content-range'), range).toBeNull();
+          expect(Buffer.from(await response.arrayBuffer()).equals(bytes), range).toBe(true);
+        }
+        // The unit is case-insensitive, whitespace around commas is allowed.
+        const upper = await fetch(url, { headers: { range: 'Bytes=0-9 , 5-19' } });
+        expect(upper.status).toBe(206);
+        expect(upper.headers.get('content-range')).toBe(`bytes 0-19/${size}`);
+        await upper.arrayBuffer();
+        // Valid but unsatisfiable: 416.
+        for (const range of [
+          `bytes=${size}-`,
+          `bytes=${size + 5}-${size + 10}`,
+          'bytes=-0',
+          `bytes=${size}-,-0`,
+        ]) {
+          const response = await fetch(url, { headers: { range } });
+          expect(response.headers.get('content-range'), range).toBe(`bytes */${size}`);
+          await problem(response, 416, 'RANGE_NOT_SATISFIABLE');
+        }
+      });
+
       it('answers 304 for a matching If-None-Match', async () => {
         const fixture = await setup();
         const { url, whole } = await downloadable(fixture);
