@@ -453,7 +453,9 @@ function checkJobRequest(body: unknown): ExportRequest {
 }
 
 function streamRequest(dataset: string, query: URLSearchParams): ExportRequest {
-  const params: Record<string, string> = {};
+  // Without a prototype, `?__proto__=1` is an own (and so unknown, 422) param like any other;
+  // on a plain object the assignment would only try to change the prototype and be lost.
+  const params: Record<string, string> = Object.create(null);
   const request: Record<string, unknown> = { dataset, format: 'csv' };
   for (const key of new Set(query.keys())) {
     const values = query.getAll(key);

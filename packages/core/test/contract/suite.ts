@@ -959,6 +959,21 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         );
         expect(param.field).toBe('params.count');
         await problem(await fetch(`${api}/stream/numbers?format=csv&colour=red`), 422, 'INVALID_PARAMS');
+        // Names of Object.prototype are unknown params like any other, not silently dropped.
+        for (const name of ['__proto__', 'constructor', 'hasOwnProperty']) {
+          const details = await problem(
+            await fetch(`${api}/stream/numbers?format=csv&${name}=1`),
+            422,
+            'INVALID_PARAMS',
+          );
+          expect(details.field).toBe(`params.${name}`);
+        }
+        const inBody = await problem(
+          await postJob(api, JSON.parse('{"dataset":"numbers","format":"csv","params":{"__proto__":1}}')),
+          422,
+          'INVALID_PARAMS',
+        );
+        expect(inBody.field).toBe('params.__proto__');
         await problem(await fetch(`${api}/stream/numbers?format=csv&columns=id,nope`), 422, 'UNKNOWN_COLUMN');
         await problem(await fetch(`${api}/stream/numbers?format=xml`), 422, 'UNKNOWN_FORMAT');
         await problem(await fetch(`${api}/stream/numbers?format=csv&format=json`), 400, 'BAD_REQUEST');
