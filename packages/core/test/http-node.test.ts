@@ -182,6 +182,23 @@ describe('download signatures', () => {
     expect(verifyDownloadSignature(secret, { ...input, owner: null }, 0)).toBe('invalid');
     expect(verifyDownloadSignature('another-secret-of-length', input, 0)).toBe('invalid');
     expect(verifyDownloadSignature(secret, { ...input, expires: '2000.5' }, 0)).toBe('invalid');
+    // Only the canonical spelling of the same values verifies.
+    expect(verifyDownloadSignature(secret, { ...input, expires: '02000' }, 0)).toBe('invalid');
+    expect(verifyDownloadSignature(secret, { ...input, signature: `${input.signature}=` }, 0)).toBe(
+      'invalid',
+    );
+    const sig = input.signature!;
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const swapped = `${sig.slice(0, -1)}${alphabet[alphabet.indexOf(sig.at(-1)!) ^ 1]}`;
+    expect(Buffer.from(swapped, 'base64url').equals(Buffer.from(sig, 'base64url'))).toBe(true);
+    expect(verifyDownloadSignature(secret, { ...input, signature: swapped }, 0)).toBe('invalid');
+    expect(verifyDownloadSignature(secret, { ...input, expires: 2000 }, 1_999_999)).toBe('valid');
+    const zero = signDownloadPath(secret, { jobId, expires: 0 });
+    const zeroQuery = new URL(zero, 'http://x').searchParams;
+    expect(zeroQuery.get('expires')).toBe('0');
+    expect(
+      verifyDownloadSignature(secret, { jobId, expires: '0', signature: zeroQuery.get('sig') }, -1),
+    ).toBe('valid');
   });
 
   it('signs with a default lifetime from a signer', () => {

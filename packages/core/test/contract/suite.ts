@@ -860,7 +860,16 @@ export function runContractSuite(name: string, startServer: StartContractServer)
           },
           (u: URL) => u.searchParams.delete('sig'),
           (u: URL) => u.searchParams.set('sig', 'short'),
+          // The same numbers, written differently: still not the link that was signed.
+          (u: URL) => u.searchParams.set('expires', `000${expires}`),
+          (u: URL) => u.searchParams.set('expires', `0${expires}`),
+          // The last of 43 base64url characters carries 4 bits of the HMAC and 2 unused ones:
+          // the 3 other characters that decode to the same bytes are not the signature either.
+          ...sameBytesSignatures(new URL(`${fixture.server.url}${path}`).searchParams.get('sig')!).map(
+            (sig) => (u: URL) => u.searchParams.set('sig', sig),
+          ),
         ];
+        expect(altered).toHaveLength(10);
         for (const alter of altered) {
           const copy = new URL(url);
           alter(copy);
@@ -1078,6 +1087,19 @@ async function problem(
     `https://spark-export.dev/problems/${String(body.code).toLowerCase().replace(/_/g, '-')}`,
   );
   return body;
+}
+
+const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/** The other spellings of a 43-character base64url value (32 bytes) that decode to the same bytes. */
+function sameBytesSignatures(sig: string): string[] {
+  const last = BASE64URL.indexOf(sig.at(-1)!);
+  const variants = [0, 1, 2, 3].map((low) => `${sig.slice(0, -1)}${BASE64URL[(last & ~3) | low]}`);
+  const others = variants.filter((variant) => variant !== sig);
+  for (const variant of others) {
+    expect(Buffer.from(variant, 'base64url').equals(Buffer.from(sig, 'base64url'))).toBe(true);
+  }
+  return others;
 }
 
 /** The value of one Prometheus sample with exactly these labels. */
