@@ -157,6 +157,12 @@ describe('attachmentDisposition', () => {
     expect(attachmentDisposition('orders 2025.csv')).toBe('attachment; filename="orders 2025.csv"');
     expect(attachmentDisposition('../../.env')).toBe('attachment; filename="env"');
     expect(attachmentDisposition('\r\n')).toBe('attachment; filename="download"');
+    // With the export's extension: a name with nothing before it falls back to download.<ext>.
+    expect(attachmentDisposition('....csv', '.csv')).toBe('attachment; filename="download.csv"');
+    expect(attachmentDisposition(' .csv.gz', '.csv.gz')).toBe('attachment; filename="download.csv.gz"');
+    expect(attachmentDisposition('"\r\n".json', '.json')).toBe('attachment; filename="download.json"');
+    expect(attachmentDisposition('..a.CSV', '.csv')).toBe('attachment; filename="a.CSV"');
+    expect(attachmentDisposition('report.csv', '.csv')).toBe('attachment; filename="report.csv"');
     expect(attachmentDisposition('日本.csv')).toBe(
       `attachment; filename="__.csv"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.csv`,
     );

@@ -4,6 +4,7 @@ import contentDispositionModule from 'content-disposition';
 import rangeParser from 'range-parser';
 import { JobStateError } from '../errors.js';
 import type { JobFileInfo } from '../export-manager.js';
+import { getFormat } from '../formats/index.js';
 import { problemResponse } from './problem.js';
 import type { ExportHttpRequest, ExportHttpResponse } from './types.js';
 
@@ -18,8 +19,21 @@ const contentDisposition = contentDispositionModule as unknown as CreateContentD
 /**
  * Removes what must never reach a saved file name or a header: control characters (CR/LF
  * included), quotes, slashes and backslashes, and leading dots. Falls back to `download`.
+ *
+ * With the export's `extension` (`.csv`, `.csv.gz`) a name that ends with it is cleaned before
+ * the extension, so that a name with nothing else (`...` -> `....csv`) becomes `download.csv`
+ * rather than a bare `csv`.
  */
-export function sanitizeFilename(name: string): string {
+export function sanitizeFilename(name: string, extension?: string): string {
+  if (extension && name.length >= extension.length && name.toLowerCase().endsWith(extension.toLowerCase())) {
+    const stem = cleanName(name.slice(0, -extension.length), { trimEnd: false });
+    return `${stem === '' ? 'download' : stem}${name.slice(-extension.length)}`;
+  }
+  const cleaned = cleanName(name, { trimEnd: true });
+  return cleaned === '' ? 'download' : cleaned;
+}
+
+function cleanName(name: string, { trimEnd }: { trimEnd: boolean }): string {
   let kept = '';
   for (const char of name) {
     const code = char.codePointAt(0) ?? 0;
@@ -27,21 +41,28 @@ export function sanitizeFilename(name: string): string {
       continue;
     kept += char;
   }
-  const cleaned = kept.trim().replace(/^\.+/, '');
-  return cleaned === '' ? 'download' : cleaned;
+  // Spaces before the extension stay ("report .csv"), as the name was asked for.
+  return (trimEnd ? kept.trim() : kept.trimStart()).replace(/^[.\s]+/, '');
+}
+
+/** The extension of an export's files: `.csv`, `.ndjson`, `.json.gz`. */
+export function fileExtension(format: string, compression: string | undefined): string {
+  return `.${getFormat(format).extension}${compression === 'gzip' ? '.gz' : ''}`;
 }
 
 /**
  * A `Content-Disposition: attachment` value with a plain ASCII `filename` (accents dropped,
  * other non-ASCII characters as `_`) and, when that differs, the exact UTF-8 name as `filename*`.
+ * `extension` is kept as {@link sanitizeFilename} explains.
  *
  * @example
  * ```ts
  * attachmentDisposition('a"b\r\n/c\\d ü.csv'); // attachment; filename="abcd u.csv"; filename*=UTF-8''abcd%20%C3%BC.csv
+ * attachmentDisposition('....csv', '.csv'); // attachment; filename="download.csv"
  * ```
  */
-export function attachmentDisposition(filename: string): string {
-  const name = sanitizeFilename(filename);
+export function attachmentDisposition(filename: string, extension?: string): string {
+  const name = sanitizeFilename(filename, extension);
   const ascii = name
     .normalize('NFKD')
     .replace(/[\u0300-\u036f]/g, '')
@@ -85,7 +106,10 @@ export async function downloadResponse(
   const headers: Record<string, string> = {
     ...common,
     'content-type': info.contentType,
-    'content-disposition': attachmentDisposition(info.filename),
+    'content-disposition': attachmentDisposition(
+      info.filename,
+      fileExtension(info.job.format, info.job.compression),
+    ),
   };
   if (options.accelRedirect) {
     // nginx serves the bytes (ranges included) from its internal location and adds its own

@@ -4,7 +4,7 @@ import type { ExportManager, ExportRequest } from '../export-manager.js';
 import { isJobId, type Job } from '../jobs/job.js';
 import { VERSION } from '../version.js';
 import { readJsonBody } from './body.js';
-import { attachmentDisposition, downloadResponse } from './download.js';
+import { attachmentDisposition, downloadResponse, fileExtension } from './download.js';
 import { errorToProblem, problemResponse } from './problem.js';
 import { createDownloadSigner, type DownloadSigner, normalizePrefix } from './signing.js';
 import type { ExportHttpHandler, ExportHttpRequest, ExportHttpResponse } from './types.js';
@@ -237,10 +237,8 @@ export function createExportHandler(
       }
       case 'stream': {
         const caller = await identify(request);
-        const opened = await manager.open(
-          { ...streamRequest(route.param!, request.query), ...caller },
-          { signal: request.signal },
-        );
+        const exportRequest = streamRequest(route.param!, request.query);
+        const opened = await manager.open({ ...exportRequest, ...caller }, { signal: request.signal });
         // Headers wait for the first bytes, so that a source failing at once (a bad query, an
         // upstream 500) is still answered with its status and a problem, not a cut 200.
         await opened.ready;
@@ -248,7 +246,10 @@ export function createExportHandler(
           status: 200,
           headers: {
             'content-type': opened.contentType,
-            'content-disposition': attachmentDisposition(opened.filename),
+            'content-disposition': attachmentDisposition(
+              opened.filename,
+              fileExtension(exportRequest.format, exportRequest.compression),
+            ),
             'cache-control': 'no-store',
             'x-content-type-options': 'nosniff',
           },

@@ -915,6 +915,29 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         ]);
       });
 
+      it('keeps the extension of a file name that has nothing else left once made safe', async () => {
+        const fixture = await setup();
+        const cases: [string, string][] = [
+          ['filename=...', 'attachment; filename="download.csv"'],
+          ['filename=%20', 'attachment; filename="download.csv"'],
+          ['filename=%22.%22', 'attachment; filename="download.csv"'],
+          ['filename=..%2F..&format=ndjson', 'attachment; filename="download.ndjson"'],
+          ['filename=...&compression=gzip', 'attachment; filename="download.csv.gz"'],
+          ['filename=..report', 'attachment; filename="report.csv"'],
+          ['filename=.csv', 'attachment; filename="download.csv"'],
+        ];
+        for (const [query, disposition] of cases) {
+          const response = await fetch(`${fixture.api}/stream/numbers?count=1&${query}`);
+          expect(response.status, query).toBe(200);
+          expect(response.headers.get('content-disposition'), query).toBe(disposition);
+          await response.arrayBuffer();
+        }
+        const job = await finishedJob(fixture, { dataset: 'numbers', format: 'json', filename: ' ' });
+        const download = await fetch(`${fixture.api}/jobs/${job.id}/download`);
+        expect(download.headers.get('content-disposition')).toBe('attachment; filename="download.json"');
+        await download.arrayBuffer();
+      });
+
       it('answers a source that fails before its first row with a problem, not a cut 200', async () => {
         const { api, manager } = await setup();
         manager.defineDataset('broken', {
