@@ -397,6 +397,20 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
   }
 
   /**
+   * Checks a request as {@link open} would, without taking a slot or running anything, and
+   * tells the content type and file name its export would have (for an HTTP `HEAD`).
+   *
+   * @throws {ValidationError | NotFoundError} bad request
+   */
+  describe(request: ExportRequest): { contentType: string; filename: string } {
+    const prepared = this.#prepare(request);
+    return {
+      contentType: contentTypeOf(prepared),
+      filename: downloadName(prepared.filename, prepared, this.#now()),
+    };
+  }
+
+  /**
    * Starts an asynchronous job that writes the export into the exports directory and returns
    * at once with the job (`running` or `queued`).
    *

@@ -48,8 +48,8 @@ describe('exportPlugin', () => {
       '/status (GET, HEAD)',
       '/datasets (GET, HEAD)',
       '/metrics (GET, HEAD)',
-      '/jobs (GET, POST, HEAD)',
-      '/:id (GET, DELETE, HEAD)',
+      '/jobs (GET, HEAD, POST)',
+      '/:id (GET, HEAD, DELETE)',
       '/download (GET, HEAD)',
       '/stream/:dataset (GET, HEAD)',
       '* (',
@@ -59,6 +59,31 @@ describe('exportPlugin', () => {
     expect(app.hasRoute({ method: 'POST', url: '/export/jobs' })).toBe(true);
     expect(app.hasRoute({ method: 'DELETE', url: '/export/jobs/:id' })).toBe(true);
     await app.close();
+  });
+
+  it('answers methods Fastify does not route with the core 405 under its prefix only, leaving the host 404 alone', async () => {
+    const app = Fastify();
+    app.setNotFoundHandler((_request, reply) => reply.code(404).type('text/plain').send('host 404'));
+    await app.register(
+      async (api) => {
+        await api.register(exportPlugin, { manager: await createManager() });
+      },
+      { prefix: '/api' },
+    );
+    const url = await start(app);
+    const status = await fetch(`${url}/api/export/status`, { method: 'PROPFIND' });
+    expect(status.status).toBe(405);
+    expect(status.headers.get('allow')).toBe('GET, HEAD');
+    expect(status.headers.get('content-type')).toBe('application/problem+json');
+    await status.arrayBuffer();
+    const unknown = await fetch(`${url}/api/export/nope`, { method: 'MKCOL' });
+    expect(unknown.status).toBe(404);
+    expect(((await unknown.json()) as { code: string }).code).toBe('NOT_FOUND');
+    for (const path of ['/api/other', '/elsewhere', '/api/exportx']) {
+      const host = await fetch(`${url}${path}`, { method: 'PROPFIND' });
+      expect(host.status, path).toBe(404);
+      expect(await host.text(), path).toBe('host 404');
+    }
   });
 
   it('runs the host hooks for export routes', async () => {

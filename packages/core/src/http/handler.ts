@@ -1,5 +1,6 @@
+import { Readable } from 'node:stream';
 import type { Dataset, ParamSpec } from '../dataset.js';
-import { describeValue, ExportError, NotFoundError, ValidationError } from '../errors.js';
+import { BackpressureError, describeValue, ExportError, NotFoundError, ValidationError } from '../errors.js';
 import type { ExportManager, ExportRequest } from '../export-manager.js';
 import { isJobId, type Job } from '../jobs/job.js';
 import { VERSION } from '../version.js';
@@ -108,15 +109,16 @@ interface Route {
 /**
  * The API's routes, relative to the prefix, in Express/Fastify path syntax. Adapters that
  * register routes one by one (Fastify, for `printRoutes()` and per-route hooks) read them here.
+ * Every route that answers GET answers HEAD too (RFC 9110): the same status and headers, no body.
  */
 export const EXPORT_ROUTES: readonly { name: RouteName; path: string; methods: readonly string[] }[] = [
   { name: 'status', path: '/status', methods: ['GET', 'HEAD'] },
-  { name: 'metrics', path: '/metrics', methods: ['GET'] },
-  { name: 'datasets', path: '/datasets', methods: ['GET'] },
-  { name: 'jobs', path: '/jobs', methods: ['GET', 'POST'] },
-  { name: 'job', path: '/jobs/:id', methods: ['GET', 'DELETE'] },
+  { name: 'metrics', path: '/metrics', methods: ['GET', 'HEAD'] },
+  { name: 'datasets', path: '/datasets', methods: ['GET', 'HEAD'] },
+  { name: 'jobs', path: '/jobs', methods: ['GET', 'HEAD', 'POST'] },
+  { name: 'job', path: '/jobs/:id', methods: ['GET', 'HEAD', 'DELETE'] },
   { name: 'download', path: '/jobs/:id/download', methods: ['GET', 'HEAD'] },
-  { name: 'stream', path: '/stream/:dataset', methods: ['GET'] },
+  { name: 'stream', path: '/stream/:dataset', methods: ['GET', 'HEAD'] },
 ];
 
 const ALLOWED = Object.fromEntries(EXPORT_ROUTES.map((route) => [route.name, route.methods])) as Record<
@@ -194,7 +196,7 @@ export function createExportHandler(
           limit: manager.limit,
           uptimeSeconds: Math.max(0, Math.floor((now() - startedAt) / 1000)),
         });
-        return head ? { ...response, body: undefined } : response;
+        return response;
       }
       case 'metrics': {
         await identify(request);
@@ -238,21 +240,18 @@ export function createExportHandler(
       case 'stream': {
         const caller = await identify(request);
         const exportRequest = streamRequest(route.param!, request.query);
+        if (head) return streamHead(manager, { ...exportRequest, ...caller });
         const opened = await manager.open({ ...exportRequest, ...caller }, { signal: request.signal });
         // Headers wait for the first bytes, so that a source failing at once (a bad query, an
         // upstream 500) is still answered with its status and a problem, not a cut 200.
         await opened.ready;
         return {
           status: 200,
-          headers: {
-            'content-type': opened.contentType,
-            'content-disposition': attachmentDisposition(
-              opened.filename,
-              fileExtension(exportRequest.format, exportRequest.compression),
-            ),
-            'cache-control': 'no-store',
-            'x-content-type-options': 'nosniff',
-          },
+          headers: streamHeaders(
+            opened.contentType,
+            opened.filename,
+            fileExtension(exportRequest.format, exportRequest.compression),
+          ),
           body: opened.body,
         };
       }
@@ -322,7 +321,7 @@ export function createExportHandler(
     return owner === undefined ? {} : { owner };
   }
 
-  const handler = async (request: ExportHttpRequest): Promise<ExportHttpResponse | undefined> => {
+  const answer = async (request: ExportHttpRequest): Promise<ExportHttpResponse | undefined> => {
     const segments = underPrefix(prefix, request.path);
     if (segments === undefined) return undefined;
     try {
@@ -352,6 +351,10 @@ export function createExportHandler(
       }
       return response;
     }
+  };
+  const handler = async (request: ExportHttpRequest): Promise<ExportHttpResponse | undefined> => {
+    const response = await answer(request);
+    return request.method === 'HEAD' && response ? withoutBody(response) : response;
   };
 
   return Object.assign(handler, {
@@ -468,6 +471,42 @@ function streamRequest(dataset: string, query: URLSearchParams): ExportRequest {
   }
   request.params = params;
   return request as unknown as ExportRequest;
+}
+
+/**
+ * The answer to `HEAD /stream/:dataset`: the request is checked as for a GET (404, 422, 400,
+ * 503 while shutting down), but nothing runs and no slot is taken, so the headers are those of
+ * a GET that was admitted. A HEAD that held a slot would only turn the next GET away.
+ */
+function streamHead(manager: ExportManager, request: ExportRequest): ExportHttpResponse {
+  const { contentType, filename } = manager.describe(request);
+  if (manager.closing) {
+    throw new BackpressureError({
+      reason: 'shutting_down',
+      limit: manager.limit,
+      inFlight: manager.inFlight,
+    });
+  }
+  return {
+    status: 200,
+    headers: streamHeaders(contentType, filename, fileExtension(request.format, request.compression)),
+  };
+}
+
+function streamHeaders(contentType: string, filename: string, extension: string): Record<string, string> {
+  return {
+    'content-type': contentType,
+    'content-disposition': attachmentDisposition(filename, extension),
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+  };
+}
+
+/** A HEAD answer: the status and headers of the GET, its body (a stream is closed) left out. */
+function withoutBody(response: ExportHttpResponse): ExportHttpResponse {
+  if (response.body instanceof Readable) response.body.destroy();
+  const { body: _body, ...rest } = response;
+  return rest;
 }
 
 function describeDataset(dataset: Dataset) {

@@ -238,11 +238,28 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         expect(status.headers.get('allow')).toBe('GET, HEAD');
         await problem(status, 405, 'METHOD_NOT_ALLOWED');
         const jobs = await fetch(`${api}/jobs`, { method: 'DELETE' });
-        expect(jobs.headers.get('allow')).toBe('GET, POST');
+        expect(jobs.headers.get('allow')).toBe('GET, HEAD, POST');
         await problem(jobs, 405, 'METHOD_NOT_ALLOWED');
         const job = await fetch(`${api}/jobs/exp_AAAAAAAAAAAAAAAAAAAAAA`, { method: 'POST' });
-        expect(job.headers.get('allow')).toBe('GET, DELETE');
+        expect(job.headers.get('allow')).toBe('GET, HEAD, DELETE');
         await problem(job, 405, 'METHOD_NOT_ALLOWED');
+      });
+
+      it('answers methods the framework may not route (PROPFIND, MKCOL) with 405 and Allow too', async () => {
+        const { api } = await setup();
+        for (const [method, path, allow] of [
+          ['PROPFIND', '/status', 'GET, HEAD'],
+          ['PROPFIND', '/jobs', 'GET, HEAD, POST'],
+          ['MKCOL', '/datasets', 'GET, HEAD'],
+          ['PATCH', '/stream/numbers', 'GET, HEAD'],
+          ['OPTIONS', '/jobs/exp_AAAAAAAAAAAAAAAAAAAAAA/download', 'GET, HEAD'],
+        ] as const) {
+          const response = await fetch(`${api}${path}`, { method });
+          expect(response.headers.get('allow'), `${method} ${path}`).toBe(allow);
+          await problem(response, 405, 'METHOD_NOT_ALLOWED');
+        }
+        // An unknown path stays a 404, whatever the method.
+        await problem(await fetch(`${api}/nope`, { method: 'PROPFIND' }), 404, 'NOT_FOUND');
       });
 
       it('answers 401 when identify refuses the caller', async () => {
@@ -337,6 +354,89 @@ export function runContractSuite(name: string, startServer: StartContractServer)
       it('is a 404 when the manager has no metrics', async () => {
         const { api } = await setup({ manager: { metrics: false } });
         await problem(await fetch(`${api}/metrics`), 404, 'NOT_FOUND');
+      });
+    });
+
+    describe('HEAD wherever GET works', () => {
+      it('answers HEAD with the status and headers of a GET and no body', async () => {
+        const fixture = await setup();
+        const job = await finishedJob(fixture, { dataset: 'numbers', format: 'csv' });
+        for (const path of ['/metrics', '/datasets', '/jobs', '/jobs?status=succeeded', `/jobs/${job.id}`]) {
+          const get = await fetch(`${fixture.api}${path}`);
+          const getBody = await get.text();
+          const head = await fetch(`${fixture.api}${path}`, { method: 'HEAD' });
+          expect(head.status, path).toBe(200);
+          expect(get.status, path).toBe(200);
+          for (const name of ['content-type', 'content-length', 'cache-control']) {
+            expect(head.headers.get(name), `${path} ${name}`).toBe(get.headers.get(name));
+          }
+          expect(Number(head.headers.get('content-length')), path).toBe(Buffer.byteLength(getBody));
+          expect(await head.text(), path).toBe('');
+        }
+        // Errors too: the status and headers of the problem, without it.
+        const missing = await fetch(`${fixture.api}/jobs/exp_AAAAAAAAAAAAAAAAAAAAAA`, { method: 'HEAD' });
+        expect(missing.status).toBe(404);
+        expect(missing.headers.get('content-type')).toBe('application/problem+json');
+        expect(await missing.text()).toBe('');
+        const badQuery = await fetch(`${fixture.api}/jobs?limit=abc`, { method: 'HEAD' });
+        expect(badQuery.status).toBe(400);
+        expect(await badQuery.text()).toBe('');
+      });
+
+      it('answers HEAD /stream with the headers of a GET without running an export or taking a slot', async () => {
+        const { api, manager, release } = await setup();
+        const started: unknown[] = [];
+        manager.on('stream:started', (info) => started.push(info));
+        const get = await fetch(`${api}/stream/numbers?format=ndjson&count=2&filename=two`);
+        await get.text();
+        expect(started).toHaveLength(1);
+        // Both slots taken: a GET would be refused, a HEAD needs no slot.
+        const bothStarted = events(manager, 'stream:started', 2);
+        const held = [1, 2].map(() => fetch(`${api}/stream/blocking?format=csv`));
+        await bothStarted;
+        expect(manager.inFlight).toBe(2);
+        const head = await fetch(`${api}/stream/numbers?format=ndjson&count=2&filename=two`, {
+          method: 'HEAD',
+        });
+        expect(head.status).toBe(200);
+        for (const name of [
+          'content-type',
+          'content-disposition',
+          'cache-control',
+          'x-content-type-options',
+        ]) {
+          expect(head.headers.get(name), name).toBe(get.headers.get(name));
+        }
+        expect(await head.text()).toBe('');
+        expect(started).toHaveLength(3);
+        expect(manager.inFlight).toBe(2);
+        // The request is validated as for a GET.
+        for (const [query, status] of [
+          ['nope?format=csv', 404],
+          ['numbers?format=csv&count=ten', 422],
+          ['numbers?format=xml', 422],
+          ['numbers?format=csv&zzz=1', 422],
+          ['numbers?format=csv&format=json', 400],
+        ] as const) {
+          const response = await fetch(`${api}/stream/${query}`, { method: 'HEAD' });
+          expect(response.status, query).toBe(status);
+          expect(response.headers.get('content-type'), query).toBe('application/problem+json');
+          expect(await response.text(), query).toBe('');
+        }
+        const refused = await fetch(`${api}/stream/numbers?format=csv`, {
+          method: 'HEAD',
+          headers: { 'x-owner': 'intruder' },
+        });
+        expect(refused.status).toBe(401);
+        await refused.arrayBuffer();
+        expect(started).toHaveLength(3);
+        release();
+        for (const response of await Promise.all(held)) await response.text();
+        await manager.close();
+        const closing = await fetch(`${api}/stream/numbers?format=csv`, { method: 'HEAD' });
+        expect(closing.status).toBe(503);
+        expect(Number(closing.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+        await closing.arrayBuffer();
       });
     });
 
