@@ -332,6 +332,11 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     this.metrics?.concurrencyLimit.inc(value - before);
   }
 
+  /** True when the manager has a `directory`, so that jobs (`start()`, `list()`, ...) can work. */
+  get jobsEnabled(): boolean {
+    return this.#store !== undefined;
+  }
+
   /** True once `close()` was called. */
   get closing(): boolean {
     return this.#closing !== undefined;

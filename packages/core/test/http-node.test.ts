@@ -98,6 +98,23 @@ describe('createExportHandler', () => {
     expect(onError).not.toHaveBeenCalled();
   });
 
+  it('answers job routes of a manager without a directory with 501, not reported as a failure', async () => {
+    const onError = vi.fn();
+    const manager = new ExportManager({ metrics: false, datasets: { a: { source: () => [] } } });
+    expect(manager.jobsEnabled).toBe(false);
+    const handler = createExportHandler(manager, { onError });
+    const response = await handler(
+      request('/export/jobs', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: { dataset: 'a', format: 'csv' },
+      }),
+    );
+    expect(response?.status).toBe(501);
+    expect(JSON.parse(String(response?.body))).toMatchObject({ code: 'JOBS_NOT_CONFIGURED' });
+    expect(onError).not.toHaveBeenCalled();
+  });
+
   it('returns undefined outside its prefix and honours a custom prefix', async () => {
     const manager = new ExportManager({ metrics: false });
     const handler = createExportHandler(manager, { prefix: '/api/exports/' });

@@ -219,11 +219,13 @@ export function createExportHandler(
       }
       case 'jobs': {
         const caller = await identify(request);
+        requireJobs();
         if (request.method === 'POST') return createJob(request, caller);
         return json(200, await listJobs(request.query, caller));
       }
       case 'job': {
         const caller = await identify(request);
+        requireJobs();
         const id = route.param!;
         if (request.method === 'DELETE') {
           await manager.delete(id, caller);
@@ -234,6 +236,7 @@ export function createExportHandler(
       case 'download': {
         const id = route.param!;
         const caller = isSigned(request.query) ? verifySigned(id, request.query) : await identify(request);
+        requireJobs();
         const info = await manager.file(id, caller);
         return downloadResponse(request, info, { accelRedirect: options.accelRedirect });
       }
@@ -256,6 +259,16 @@ export function createExportHandler(
         };
       }
     }
+  }
+
+  /** Job routes, once the caller is known: without a directory `start()` would throw a bare TypeError (500). */
+  function requireJobs(): void {
+    if (manager.jobsEnabled) return;
+    throw new ExportError(
+      'JOBS_NOT_CONFIGURED',
+      501,
+      'Export jobs are not available on this server (no exports directory is configured); use /stream',
+    );
   }
 
   async function createJob(

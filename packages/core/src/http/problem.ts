@@ -69,7 +69,8 @@ export function problemResponse(
 /**
  * Maps an error to a problem response. Only the library's own errors (recognised by
  * {@link isExportError}) are answered with their status and message; anything else is a
- * generic 500 whose details stay out of the body. `internal` tells the caller to report it.
+ * generic 500 whose details stay out of the body. `internal` tells the caller to report it:
+ * true for every 5xx but a 501 (a feature the server was not configured for).
  */
 export function errorToProblem(error: unknown): { response: ExportHttpResponse; internal: boolean } {
   if (!isExportError(error)) {
@@ -88,6 +89,7 @@ export function errorToProblem(error: unknown): { response: ExportHttpResponse; 
   }
   return {
     response: problemResponse(status, error.code, error.message, extra, headers),
-    internal: status >= 500,
+    // A 501 is the server's configuration answering as designed, not a failure to report.
+    internal: status >= 500 && status !== 501,
   };
 }

@@ -675,6 +675,34 @@ export function runContractSuite(name: string, startServer: StartContractServer)
       });
     });
 
+    describe('without a jobs directory', () => {
+      it('answers every job route with 501 JOBS_NOT_CONFIGURED, and streams still work', async () => {
+        const { api } = await setup({ manager: { directory: undefined } });
+        const id = 'exp_AAAAAAAAAAAAAAAAAAAAAA';
+        const requests: [string, string][] = [
+          ['GET', '/jobs'],
+          ['GET', `/jobs/${id}`],
+          ['DELETE', `/jobs/${id}`],
+          ['GET', `/jobs/${id}/download`],
+        ];
+        const created = await problem(
+          await postJob(api, { dataset: 'numbers', format: 'csv' }),
+          501,
+          'JOBS_NOT_CONFIGURED',
+        );
+        expect(created.detail).toMatch(/jobs/i);
+        for (const [method, path] of requests) {
+          await problem(await fetch(`${api}${path}`, { method }), 501, 'JOBS_NOT_CONFIGURED');
+        }
+        const head = await fetch(`${api}/jobs`, { method: 'HEAD' });
+        expect(head.status).toBe(501);
+        await head.arrayBuffer();
+        const streamed = await fetch(`${api}/stream/numbers?format=csv&count=1`);
+        expect(streamed.status).toBe(200);
+        expect((await streamed.text()).trim().split('\n')).toEqual(['id,Name', '0,row 0']);
+      });
+    });
+
     describe('GET /jobs/:id and DELETE /jobs/:id', () => {
       it('shows a job with links and 404s an unknown one', async () => {
         const fixture = await setup();
