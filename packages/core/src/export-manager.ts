@@ -143,6 +143,8 @@ export interface CallerOptions {
 
 export interface ListOptions extends CallerOptions {
   status?: JobStatus;
+  /** Only the jobs of this dataset. */
+  dataset?: string;
   /** @default 50, at most 1000 */
   limit?: number;
   cursor?: string;
@@ -541,7 +543,9 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     const matches = [...this.#jobs.values()]
       .filter(
         (record) =>
-          record.owner === owner && (options.status === undefined || record.status === options.status),
+          record.owner === owner &&
+          (options.status === undefined || record.status === options.status) &&
+          (options.dataset === undefined || record.dataset === options.dataset),
       )
       .sort(newestFirst)
       .filter((record) => after === undefined || newestFirst(record, after) > 0);

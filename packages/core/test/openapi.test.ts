@@ -33,6 +33,7 @@ describe('docs/openapi.yaml', () => {
         'GET /jobs/{id}',
         'HEAD /jobs/{id}',
         'DELETE /jobs/{id}',
+        'POST /jobs/{id}/cancel',
         'GET /jobs/{id}/download',
         'HEAD /jobs/{id}/download',
         'GET /stream/{dataset}',

@@ -98,7 +98,7 @@ export interface ExportRoutesHandler extends ExportHttpHandler {
   signDownloadUrl(jobId: string, options?: { owner?: string | undefined; expiresInSeconds?: number }): string;
 }
 
-export type RouteName = 'status' | 'metrics' | 'datasets' | 'jobs' | 'job' | 'download' | 'stream';
+export type RouteName = 'status' | 'metrics' | 'datasets' | 'jobs' | 'job' | 'cancel' | 'download' | 'stream';
 
 interface Route {
   name: RouteName;
@@ -117,6 +117,7 @@ export const EXPORT_ROUTES: readonly { name: RouteName; path: string; methods: r
   { name: 'datasets', path: '/datasets', methods: ['GET', 'HEAD'] },
   { name: 'jobs', path: '/jobs', methods: ['GET', 'HEAD', 'POST'] },
   { name: 'job', path: '/jobs/:id', methods: ['GET', 'HEAD', 'DELETE'] },
+  { name: 'cancel', path: '/jobs/:id/cancel', methods: ['POST'] },
   { name: 'download', path: '/jobs/:id/download', methods: ['GET', 'HEAD'] },
   { name: 'stream', path: '/stream/:dataset', methods: ['GET', 'HEAD'] },
 ];
@@ -127,7 +128,7 @@ const ALLOWED = Object.fromEntries(EXPORT_ROUTES.map((route) => [route.name, rou
 >;
 
 const JOB_REQUEST_FIELDS = ['dataset', 'format', 'params', 'columns', 'filename', 'compression'] as const;
-const LIST_QUERY_KEYS = new Set(['status', 'limit', 'cursor']);
+const LIST_QUERY_KEYS = new Set(['status', 'dataset', 'limit', 'cursor']);
 const STREAM_QUERY_KEYS = new Set(['format', 'columns', 'filename', 'compression']);
 
 /**
@@ -233,6 +234,11 @@ export function createExportHandler(
         }
         return json(200, resource(await manager.get(id, caller)));
       }
+      case 'cancel': {
+        const caller = await identify(request);
+        requireJobs();
+        return json(200, resource(await cancelJob(route.param!, caller)));
+      }
       case 'download': {
         const id = route.param!;
         const caller = isSigned(request.query) ? verifySigned(id, request.query) : await identify(request);
@@ -271,6 +277,26 @@ export function createExportHandler(
     );
   }
 
+  /**
+   * Cancels a queued or running job and keeps its record (unlike DELETE), so that it lists as
+   * `cancelled`. Cancelling a cancelled job again answers it as is; any other finished job is a 409.
+   */
+  async function cancelJob(id: string, caller: { owner?: string }): Promise<Job> {
+    const finished = (job: Job) =>
+      new ExportError(
+        'JOB_FINISHED',
+        409,
+        `The export already finished (${job.status}); it cannot be cancelled`,
+      );
+    const job = await manager.get(id, caller);
+    if (job.status === 'cancelled') return job;
+    if (job.status !== 'queued' && job.status !== 'running') throw finished(job);
+    const after = await manager.cancel(id, caller);
+    // It may have finished on its own before the cancellation reached it.
+    if (after.status !== 'cancelled') throw finished(after);
+    return after;
+  }
+
   async function createJob(
     request: ExportHttpRequest,
     caller: { owner?: string },
@@ -299,10 +325,11 @@ export function createExportHandler(
   async function listJobs(query: URLSearchParams, caller: { owner?: string }) {
     for (const key of new Set(query.keys())) {
       if (!LIST_QUERY_KEYS.has(key))
-        throw badQuery(key, `Unknown query parameter "${key}"; expected status, limit or cursor`);
+        throw badQuery(key, `Unknown query parameter "${key}"; expected status, dataset, limit or cursor`);
       if (query.getAll(key).length > 1) throw badQuery(key, `Expected at most one "${key}" query parameter`);
     }
     const status = query.get('status');
+    const dataset = query.get('dataset');
     const limit = query.get('limit');
     const cursor = query.get('cursor');
     if (limit !== null && !/^\d{1,4}$/.test(limit)) {
@@ -311,6 +338,7 @@ export function createExportHandler(
     const page = await manager.list({
       ...caller,
       ...(status === null ? {} : { status: status as Job['status'] }),
+      ...(dataset === null ? {} : { dataset }),
       ...(limit === null ? {} : { limit: Number(limit) }),
       ...(cursor === null ? {} : { cursor }),
     });
@@ -414,7 +442,8 @@ function matchRoute(raw: string[]): Route | undefined {
   if (first === 'jobs') {
     if (!isJobId(second)) return undefined;
     if (third === undefined) return { name: 'job', param: second };
-    return third === 'download' ? { name: 'download', param: second } : undefined;
+    if (third === 'download' || third === 'cancel') return { name: third, param: second };
+    return undefined;
   }
   if (first === 'stream' && third === undefined && second !== '') return { name: 'stream', param: second };
   return undefined;

@@ -659,6 +659,29 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         expect(failed.jobs).toEqual([]);
       });
 
+      it('filters by dataset, alone or with status', async () => {
+        const fixture = await setup();
+        const numbers = await finishedJob(fixture, { dataset: 'numbers', format: 'csv' }, 'alice');
+        const owned = await finishedJob(fixture, { dataset: 'owned', format: 'json' }, 'alice');
+        await finishedJob(fixture, { dataset: 'owned', format: 'json' }, 'bob');
+        const headers = { 'x-owner': 'alice' };
+        const list = async (query: string) =>
+          (
+            (await json(await fetch(`${fixture.api}/jobs?${query}`, { headers }), 'JobList')).jobs as {
+              id: string;
+            }[]
+          ).map((job) => job.id);
+        expect(await list('dataset=owned')).toEqual([owned.id]);
+        expect(await list('dataset=numbers&status=succeeded')).toEqual([numbers.id]);
+        expect(await list('dataset=numbers&status=failed')).toEqual([]);
+        expect(await list('dataset=nope')).toEqual([]);
+        await problem(
+          await fetch(`${fixture.api}/jobs?dataset=owned&dataset=numbers`, { headers }),
+          400,
+          'BAD_REQUEST',
+        );
+      });
+
       it('answers 400 for a bad query', async () => {
         const { api } = await setup();
         for (const query of [
@@ -684,6 +707,7 @@ export function runContractSuite(name: string, startServer: StartContractServer)
           ['GET', `/jobs/${id}`],
           ['DELETE', `/jobs/${id}`],
           ['GET', `/jobs/${id}/download`],
+          ['POST', `/jobs/${id}/cancel`],
         ];
         const created = await problem(
           await postJob(api, { dataset: 'numbers', format: 'csv' }),
@@ -743,6 +767,86 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         expect((await fetch(`${fixture.api}/jobs/${job.id}`, { method: 'DELETE' })).status).toBe(204);
         expect((await readdir(fixture.directory)).some((name) => name.startsWith(job.id))).toBe(false);
         await problem(await fetch(`${fixture.api}/jobs/${job.id}/download`), 404, 'NOT_FOUND');
+      });
+    });
+
+    describe('POST /jobs/:id/cancel', () => {
+      it('cancels a running job and keeps it, so that it lists as cancelled', async () => {
+        const { api, manager, directory } = await setup();
+        const started = nextEvent(manager, 'job:started');
+        const job = await json(await postJob(api, { dataset: 'blocking', format: 'csv' }), 'Job');
+        await started;
+        expect(manager.inFlight).toBe(1);
+        const response = await fetch(`${api}/jobs/${job.id}/cancel`, { method: 'POST' });
+        expect(response.status).toBe(200);
+        const cancelled = await json(response, 'Job');
+        expect(cancelled).toMatchObject({ id: job.id, status: 'cancelled', links: { download: null } });
+        expect(manager.inFlight).toBe(0);
+        expect(await json(await fetch(`${api}/jobs/${job.id}`), 'Job')).toMatchObject({
+          status: 'cancelled',
+        });
+        const listed = await json(await fetch(`${api}/jobs?status=cancelled`), 'JobList');
+        expect((listed.jobs as { id: string }[]).map((listedJob) => listedJob.id)).toEqual([job.id]);
+        await problem(await fetch(`${api}/jobs/${job.id}/download`), 409, 'JOB_NOT_READY');
+        // No partial file is left behind; the manifest stays.
+        expect((await readdir(directory)).filter((name) => name.startsWith(job.id as string))).toEqual([
+          `${job.id}.json`,
+        ]);
+        // Cancelling again is answered with the cancelled job: the state asked for holds.
+        const again = await fetch(`${api}/jobs/${job.id}/cancel`, { method: 'POST' });
+        expect(again.status).toBe(200);
+        expect(await json(again, 'Job')).toMatchObject({ status: 'cancelled' });
+      });
+
+      it('cancels a queued job, giving its queue place back', async () => {
+        const { api, manager, release } = await setup({ manager: { maxConcurrent: 1, maxQueued: 1 } });
+        const started = nextEvent(manager, 'job:started');
+        const running = await json(await postJob(api, { dataset: 'blocking', format: 'csv' }), 'Job');
+        await started;
+        const queued = await json(await postJob(api, { dataset: 'numbers', format: 'csv' }), 'Job');
+        expect(queued.status).toBe('queued');
+        const response = await fetch(`${api}/jobs/${queued.id}/cancel`, { method: 'POST' });
+        expect(response.status).toBe(200);
+        expect(await json(response, 'Job')).toMatchObject({ status: 'cancelled', queuePosition: null });
+        expect(manager.queued).toBe(0);
+        // The queue place is free again.
+        const next = await postJob(api, { dataset: 'numbers', format: 'csv' });
+        expect(next.status).toBe(202);
+        const nextJob = await json(next, 'Job');
+        release();
+        expect((await manager.wait(running.id as string)).status).toBe('succeeded');
+        expect((await manager.wait(nextJob.id as string)).status).toBe('succeeded');
+      });
+
+      it('answers 409 JOB_FINISHED for a finished job, 404 for another owner’s, 405 for GET', async () => {
+        const fixture = await setup();
+        const done = await finishedJob(fixture, { dataset: 'numbers', format: 'csv' }, 'alice');
+        const asAlice = { 'x-owner': 'alice' };
+        const finished = await problem(
+          await fetch(`${fixture.api}/jobs/${done.id}/cancel`, { method: 'POST', headers: asAlice }),
+          409,
+          'JOB_FINISHED',
+        );
+        expect(finished.detail).toMatch(/succeeded/);
+        // The job and its file are untouched.
+        const file = await fetch(`${fixture.api}/jobs/${done.id}/download`, { headers: asAlice });
+        expect(file.status).toBe(200);
+        await file.arrayBuffer();
+        for (const headers of [{ 'x-owner': 'bob' }, {}] as Record<string, string>[]) {
+          await problem(
+            await fetch(`${fixture.api}/jobs/${done.id}/cancel`, { method: 'POST', headers }),
+            404,
+            'NOT_FOUND',
+          );
+        }
+        await problem(
+          await fetch(`${fixture.api}/jobs/exp_AAAAAAAAAAAAAAAAAAAAAA/cancel`, { method: 'POST' }),
+          404,
+          'NOT_FOUND',
+        );
+        const get = await fetch(`${fixture.api}/jobs/${done.id}/cancel`, { headers: asAlice });
+        expect(get.headers.get('allow')).toBe('POST');
+        await problem(get, 405, 'METHOD_NOT_ALLOWED');
       });
     });
 
