@@ -197,6 +197,8 @@ export interface ExportManagerEvents {
   rejected: [event: RejectionEvent];
   /** Something the operator should know that is not an error of a request (e.g. a corrupt manifest moved aside). */
   warning: [message: string, cause?: unknown];
+  /** A request of the HTTP handler failed on the server's side (a 5xx, or a stream cut short); see its `onError`. */
+  'http:error': [error: unknown, request: { method: string; path: string }];
 }
 
 interface ActiveJob {

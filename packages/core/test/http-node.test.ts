@@ -163,6 +163,52 @@ describe('createExportHandler', () => {
   });
 });
 
+describe('toNodeHandler', () => {
+  it('answers a failing onNotFound with a 500 problem and reports it, to console.error by default', async () => {
+    const manager = new ExportManager({ metrics: false });
+    const failure = new Error('host route table missing');
+    const spy = vi.spyOn(console, 'error').mockImplementation(() => {});
+    const reported = vi.fn();
+    const servers = [
+      createServer(
+        toNodeHandler(createExportHandler(manager), {
+          onNotFound: () => {
+            throw failure;
+          },
+        }),
+      ),
+      createServer(
+        toNodeHandler(createExportHandler(manager), {
+          onNotFound: () => {
+            throw failure;
+          },
+          onError: reported,
+        }),
+      ),
+    ];
+    try {
+      for (const server of servers) {
+        server.listen(0, '127.0.0.1');
+        await once(server, 'listening');
+        const response = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/elsewhere`);
+        expect(response.status).toBe(500);
+        expect(response.headers.get('content-type')).toBe('application/problem+json');
+        await response.arrayBuffer();
+      }
+      expect(spy).toHaveBeenCalledTimes(1);
+      expect(String(spy.mock.calls[0]![0])).toMatch(/GET \/elsewhere/);
+      expect(spy.mock.calls[0]![1]).toBe(failure);
+      expect(reported).toHaveBeenCalledWith(failure, expect.objectContaining({ url: '/elsewhere' }));
+    } finally {
+      spy.mockRestore();
+      for (const server of servers) {
+        server.closeAllConnections();
+        server.close();
+      }
+    }
+  });
+});
+
 describe('attachmentDisposition', () => {
   it('strips CR/LF, quotes, slashes and backslashes and keeps the UTF-8 name apart', () => {
     const header = attachmentDisposition('a"b\r\n/c\\d ü.csv');

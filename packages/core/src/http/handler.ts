@@ -66,9 +66,12 @@ export interface ExportRoutesOptions {
    */
   accelRedirect?: { prefix: string };
   /**
-   * Told about every error answered with a 5xx: errors that are not the library's (answered
-   * with a generic 500) and the library's own server-side failures. Log them here.
-   * @default undefined (errors are not reported)
+   * Told about every error answered with a 5xx (but 501): errors that are not the library's
+   * (answered with a generic 500) and the library's own server-side failures, such as a source
+   * that fails before its first row (502); and about a streamed export that failed after its
+   * 200 was sent (the response is cut short). Log them here.
+   * @default emit `http:error` (error, `{ method, path }`) on the manager, or `console.error`
+   * when nothing listens to it: a 5xx is never silent
    */
   onError?(error: unknown, request: ExportHttpRequest): void;
   /**
@@ -166,6 +169,14 @@ export function createExportHandler(
       })
     : undefined;
   const serveMetrics = options.metrics ?? true;
+  const onError = options.onError ?? reportToManager(manager);
+  const report = (error: unknown, request: ExportHttpRequest): void => {
+    try {
+      onError(error, request);
+    } catch {
+      // A failing error reporter must not turn a problem answer into a crash.
+    }
+  };
   const startedAt = now();
 
   const jobPath = (id: string) => `${prefix}/jobs/${id}`;
@@ -251,6 +262,19 @@ export function createExportHandler(
         const exportRequest = streamRequest(route.param!, request.query);
         if (head) return streamHead(manager, { ...exportRequest, ...caller });
         const opened = await manager.open({ ...exportRequest, ...caller }, { signal: request.signal });
+        // A failure before the first bytes is answered (and reported) as a problem below; one
+        // after them can only cut the 200 short, so it is reported here. A client that went
+        // away is not a failure, whatever error a framework destroys the body with then.
+        let answered = false;
+        opened.ready.then(
+          () => {
+            answered = true;
+          },
+          () => {},
+        );
+        opened.body.once('error', (error) => {
+          if (answered && !request.signal.aborted) report(error, request);
+        });
         // Headers wait for the first bytes, so that a source failing at once (a bad query, an
         // upstream 500) is still answered with its status and a problem, not a cut 200.
         await opened.ready;
@@ -383,13 +407,7 @@ export function createExportHandler(
       return await dispatch(route, request);
     } catch (error) {
       const { response, internal } = errorToProblem(error);
-      if (internal) {
-        try {
-          options.onError?.(error, request);
-        } catch {
-          // A failing error reporter must not turn a problem answer into a crash.
-        }
-      }
+      if (internal) report(error, request);
       return response;
     }
   };
@@ -513,6 +531,15 @@ function streamRequest(dataset: string, query: URLSearchParams): ExportRequest {
   }
   request.params = params;
   return request as unknown as ExportRequest;
+}
+
+/** The default `onError`: an `http:error` event on the manager, or `console.error` if nobody listens. */
+function reportToManager(manager: ExportManager): (error: unknown, request: ExportHttpRequest) => void {
+  return (error, request) => {
+    const where = { method: request.method, path: request.path };
+    if (manager.listenerCount('http:error') > 0) manager.emit('http:error', error, where);
+    else console.error(`spark-export: ${where.method} ${where.path.slice(0, 200)} failed:`, error);
+  };
 }
 
 /**

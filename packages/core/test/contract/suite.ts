@@ -5,7 +5,7 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ExportError } from '../../src/errors.js';
 import {
   ExportManager,
@@ -185,6 +185,7 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         identify: (request) => {
           const owner = request.headers['x-owner'];
           if (owner === 'intruder') throw new ExportError('UNAUTHORIZED', 401, 'Unknown caller');
+          if (owner === 'crash') throw new Error('session store unreachable at /srv/auth.js');
           return typeof owner === 'string' ? owner : undefined;
         },
         signing: { secret: SECRET },
@@ -274,6 +275,87 @@ export function runContractSuite(name: string, startServer: StartContractServer)
           401,
           'UNAUTHORIZED',
         );
+      });
+    });
+
+    describe('5xx without onError', () => {
+      /**
+       * A dataset that sends more than one chunk (so the 200 and its first bytes go out), then
+       * fails once the test saw the 200 and calls `fail()`.
+       */
+      function defineFailingLater(manager: ExportManager): { fail(): void } {
+        const gate = deferred();
+        manager.defineDataset('fails-later', {
+          columns: [{ name: 'n' }, { name: 'pad' }],
+          async *source() {
+            for (let n = 0; n < 100; n++) yield { n, pad: 'x'.repeat(1000) };
+            await gate.promise;
+            throw new Error('cursor lost at db.internal:5432');
+          },
+        });
+        return { fail: () => gate.resolve() };
+      }
+
+      it('reports a 500, a source failing at once and one failing midway as http:error events', async () => {
+        const { api, manager } = await setup();
+        const later = defineFailingLater(manager);
+        manager.defineDataset('broken', {
+          source: () => {
+            throw new Error('connection refused by db.internal:5432');
+          },
+        });
+        const reports: [unknown, { method: string; path: string }][] = [];
+        const reported = deferred();
+        manager.on('http:error', (error, request) => {
+          reports.push([error, request]);
+          if (reports.length === 3) reported.resolve();
+        });
+        const internal = await fetch(`${api}/datasets`, { headers: { 'x-owner': 'crash' } });
+        await problem(internal, 500, 'INTERNAL');
+        await problem(await fetch(`${api}/stream/broken?format=csv`), 502, 'SOURCE_FAILED');
+        const cut = await fetch(`${api}/stream/fails-later?format=csv`);
+        expect(cut.status).toBe(200);
+        later.fail();
+        await cut.text().catch(() => '');
+        await reported.promise;
+        expect(reports.map(([, request]) => `${request.method} ${request.path}`)).toEqual([
+          'GET /export/datasets',
+          'GET /export/stream/broken',
+          'GET /export/stream/fails-later',
+        ]);
+        expect(causes(reports[0]![0])).toMatch(/session store unreachable/);
+        expect((reports[1]![0] as ExportError).code).toBe('SOURCE_FAILED');
+        expect(causes(reports[1]![0])).toMatch(/connection refused/);
+        expect(causes(reports[2]![0])).toMatch(/cursor lost/);
+        // Client errors are the client's: not reported.
+        await problem(await fetch(`${api}/stream/numbers?format=xml`), 422, 'UNKNOWN_FORMAT');
+        await problem(await fetch(`${api}/nope`), 404, 'NOT_FOUND');
+        expect(reports).toHaveLength(3);
+      });
+
+      it('writes them to console.error when nobody listens for http:error', async () => {
+        const { api, manager } = await setup();
+        const later = defineFailingLater(manager);
+        const logged = deferred();
+        const lines: unknown[][] = [];
+        const spy = vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => {
+          lines.push(args);
+          if (lines.length === 2) logged.resolve();
+        });
+        try {
+          await problem(await fetch(`${api}/datasets`, { headers: { 'x-owner': 'crash' } }), 500, 'INTERNAL');
+          const cut = await fetch(`${api}/stream/fails-later?format=csv`);
+          expect(cut.status).toBe(200);
+          later.fail();
+          await cut.text().catch(() => '');
+          await logged.promise;
+        } finally {
+          spy.mockRestore();
+        }
+        expect(String(lines[0]![0])).toMatch(/GET \/export\/datasets/);
+        expect((lines[0]![1] as Error).message).toMatch(/session store unreachable/);
+        expect(String(lines[1]![0])).toMatch(/GET \/export\/stream\/fails-later/);
+        expect(causes(lines[1]![1])).toMatch(/cursor lost/);
       });
     });
 
@@ -1172,6 +1254,8 @@ export function runContractSuite(name: string, startServer: StartContractServer)
 
       it('answers a source that fails before its first row with a problem, not a cut 200', async () => {
         const { api, manager } = await setup();
+        const reported = vi.fn();
+        manager.on('http:error', reported);
         manager.defineDataset('broken', {
           source: () => {
             throw new Error('connection refused by db.internal:5432');
@@ -1194,6 +1278,7 @@ export function runContractSuite(name: string, startServer: StartContractServer)
           expect(JSON.stringify(details)).not.toMatch(/db\.internal|secret/);
         }
         expect(manager.inFlight).toBe(0);
+        expect(reported).toHaveBeenCalledTimes(2);
       });
 
       it('streams NDJSON, gzip-compressed on request', async () => {
@@ -1277,6 +1362,8 @@ export function runContractSuite(name: string, startServer: StartContractServer)
 
       it('frees the slot at once when the client goes away mid-export', async () => {
         const { api, manager } = await setup({ manager: { maxConcurrent: 1 } });
+        const reported = vi.fn();
+        manager.on('http:error', reported);
         const started = nextEvent(manager, 'stream:started');
         const finished = nextEvent(manager, 'stream:finished');
         const request = httpRequest(`${api}/stream/blocking?format=csv`);
@@ -1292,6 +1379,8 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         const next = await fetch(`${api}/stream/numbers?format=csv&count=1`);
         expect(next.status).toBe(200);
         expect((await next.text()).trim().split('\n')).toEqual(['id,Name', '0,row 0']);
+        // A client that leaves is not a server failure.
+        expect(reported).not.toHaveBeenCalled();
       });
 
       it('answers 503 while shutting down', async () => {
@@ -1342,6 +1431,13 @@ async function problem(
     `https://spark-export.dev/problems/${String(body.code).toLowerCase().replace(/_/g, '-')}`,
   );
   return body;
+}
+
+/** The messages of an error and of its causes, for what an operator would read in a log. */
+function causes(error: unknown): string {
+  const messages: string[] = [];
+  for (let current = error; current instanceof Error; current = current.cause) messages.push(current.message);
+  return messages.join(' <- ');
 }
 
 const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
