@@ -146,7 +146,7 @@ const exportPluginAsync: FastifyPluginAsync<ExportPluginOptions> = async (fastif
     // own hooks; every other method and path under the prefix goes to the catch-alls, where
     // the core answers 404/405 problems like in the other adapters.
     for (const route of EXPORT_ROUTES) {
-      if (route.name === 'metrics' && routeOptions.metrics === false) continue;
+      if (route.name === 'metrics' && routeOptions.metrics !== true) continue;
       child.route({ method: route.methods as HTTPMethods[], url: `${base}${route.path}`, handler: answer });
     }
     child.all(base === '' ? '/' : base, answer);

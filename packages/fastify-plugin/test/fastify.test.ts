@@ -40,7 +40,8 @@ const jobRequest = { dataset: 'numbers', format: 'csv' };
 
 describe('exportPlugin', () => {
   it('registers one Fastify route per API path', async () => {
-    const app = await createApp();
+    const app = Fastify();
+    await app.register(exportPlugin, { manager: await createManager(), metrics: true });
     await app.ready();
     const routes = app.printRoutes({ commonPrefix: false });
     for (const route of [
@@ -58,7 +59,13 @@ describe('exportPlugin', () => {
     }
     expect(app.hasRoute({ method: 'POST', url: '/export/jobs' })).toBe(true);
     expect(app.hasRoute({ method: 'DELETE', url: '/export/jobs/:id' })).toBe(true);
+    expect(app.hasRoute({ method: 'POST', url: '/export/jobs/:id/cancel' })).toBe(true);
     await app.close();
+    // Metrics are off by default: no route for them.
+    const quiet = await createApp();
+    await quiet.ready();
+    expect(quiet.hasRoute({ method: 'GET', url: '/export/metrics' })).toBe(false);
+    await quiet.close();
   });
 
   it('answers methods Fastify does not route with the core 405 under its prefix only, leaving the host 404 alone', async () => {

@@ -34,9 +34,11 @@ export interface ExportRoutesOptions {
    */
   identify?(request: ExportHttpRequest): string | undefined | Promise<string | undefined>;
   /**
-   * Serve the manager's Prometheus registry at `<prefix>/metrics`. Turn off to serve it
-   * elsewhere (e.g. with the host's other metrics on an internal port).
-   * @default true
+   * Serve the manager's Prometheus registry at `<prefix>/metrics`. Off by default: the route
+   * serves the whole registry (with `metrics: { registry }` on the manager, every metric of the
+   * host app) to whoever `identify` lets in, anonymous callers included. Turn it on behind
+   * access control, or serve the registry elsewhere (an internal port).
+   * @default false
    */
   metrics?: boolean;
   /**
@@ -168,7 +170,7 @@ export function createExportHandler(
         ...(options.signing.ttlSeconds === undefined ? {} : { ttlSeconds: options.signing.ttlSeconds }),
       })
     : undefined;
-  const serveMetrics = options.metrics ?? true;
+  const serveMetrics = options.metrics ?? false;
   const onError = options.onError ?? reportToManager(manager);
   const report = (error: unknown, request: ExportHttpRequest): void => {
     try {

@@ -5,6 +5,7 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { Counter, Registry } from 'prom-client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ExportError } from '../../src/errors.js';
 import {
@@ -395,8 +396,30 @@ export function runContractSuite(name: string, startServer: StartContractServer)
     });
 
     describe('GET /metrics', () => {
+      it('is off unless the host turns it on, even with a host registry', async () => {
+        const registry = new Registry();
+        new Counter({
+          name: 'host_secret_orders_total',
+          help: 'The host app’s own metric',
+          registers: [registry],
+        });
+        const { api } = await setup({ manager: { metrics: { registry } }, routes: { metrics: undefined } });
+        await problem(await fetch(`${api}/metrics`), 404, 'NOT_FOUND');
+        const head = await fetch(`${api}/metrics`, { method: 'HEAD' });
+        expect(head.status).toBe(404);
+        await head.arrayBuffer();
+      });
+
+      it('serves the manager’s registry with metrics: true', async () => {
+        const registry = new Registry();
+        const { api } = await setup({ manager: { metrics: { registry } }, routes: { metrics: true } });
+        const response = await fetch(`${api}/metrics`);
+        expect(response.status).toBe(200);
+        expect(await response.text()).toMatch(/^export_concurrency_limit 2$/m);
+      });
+
       it('counts started and completed exports', async () => {
-        const fixture = await setup();
+        const fixture = await setup({ routes: { metrics: true } });
         const { api, manager } = fixture;
         const streamsDone = events(manager, 'stream:finished', 2);
         for (let i = 0; i < 2; i++) {
@@ -434,14 +457,14 @@ export function runContractSuite(name: string, startServer: StartContractServer)
       });
 
       it('is a 404 when the manager has no metrics', async () => {
-        const { api } = await setup({ manager: { metrics: false } });
+        const { api } = await setup({ manager: { metrics: false }, routes: { metrics: true } });
         await problem(await fetch(`${api}/metrics`), 404, 'NOT_FOUND');
       });
     });
 
     describe('HEAD wherever GET works', () => {
       it('answers HEAD with the status and headers of a GET and no body', async () => {
-        const fixture = await setup();
+        const fixture = await setup({ routes: { metrics: true } });
         const job = await finishedJob(fixture, { dataset: 'numbers', format: 'csv' });
         for (const path of ['/metrics', '/datasets', '/jobs', '/jobs?status=succeeded', `/jobs/${job.id}`]) {
           const get = await fetch(`${fixture.api}${path}`);
