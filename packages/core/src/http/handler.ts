@@ -202,7 +202,7 @@ export function createExportHandler(
     switch (route.name) {
       case 'status': {
         const closing = manager.closing;
-        const response = json(closing ? 503 : 200, {
+        return json(closing ? 503 : 200, {
           status: closing ? 'draining' : 'ok',
           version: VERSION,
           inFlight: manager.inFlight,
@@ -210,7 +210,6 @@ export function createExportHandler(
           limit: manager.limit,
           uptimeSeconds: Math.max(0, Math.floor((now() - startedAt) / 1000)),
         });
-        return response;
       }
       case 'metrics': {
         await identify(request);
