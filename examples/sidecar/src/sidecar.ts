@@ -161,6 +161,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
   await app.register(exportPlugin, {
     manager,
     prefix: PREFIX,
+    metrics: true,
     identify: createIdentify({ apiToken: settings.apiToken, ownerHeader: settings.ownerHeader }),
     ...(settings.signingSecret === undefined ? {} : { signing: { secret: settings.signingSecret } }),
     ...(settings.accelRedirectPrefix === undefined

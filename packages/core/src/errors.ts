@@ -34,6 +34,8 @@ export type ExportErrorCode =
   | 'BAD_REQUEST'
   | 'RANGE_NOT_SATISFIABLE'
   | 'METHOD_NOT_ALLOWED'
+  | 'JOBS_NOT_CONFIGURED'
+  | 'JOB_FINISHED'
   | 'INTERNAL';
 
 export interface ExportErrorOptions {

@@ -26,7 +26,7 @@ import { type ExportMetrics, type ExportMetricsOptions, registerExportMetrics } 
 import { StreamRunner } from './pipeline/stream-runner.js';
 import { ExportTelemetry } from './pipeline/telemetry.js';
 import { checkTimeLimits, type ExportTimeLimits } from './pipeline/time-limits.js';
-import { type ExportRequest, type PreparedExport, prepare } from './request.js';
+import { contentTypeOf, downloadName, type ExportRequest, type PreparedExport, prepare } from './request.js';
 import type {
   CallerOptions,
   EmitEvent,
@@ -286,6 +286,20 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
   async open(request: ExportRequest, options: { signal?: AbortSignal } = {}): Promise<OpenedExport> {
     this.#refuseEarly(request);
     return this.#streams.open(this.#prepare(request), options);
+  }
+
+  /**
+   * Checks a request as {@link open} would, without taking a slot or running anything, and
+   * tells the content type and file name its export would have (for an HTTP `HEAD`).
+   *
+   * @throws {ValidationError | NotFoundError} bad request
+   */
+  describe(request: ExportRequest): { contentType: string; filename: string } {
+    const prepared = this.#prepare(request);
+    return {
+      contentType: contentTypeOf(prepared),
+      filename: downloadName(prepared.filename, prepared, this.#now()),
+    };
   }
 
   /**

@@ -1,4 +1,30 @@
-import { Counter, Gauge, Histogram, type Metric, Registry } from 'prom-client';
+import { createRequire } from 'node:module';
+import type { Counter, Gauge, Histogram, Metric, Registry } from 'prom-client';
+
+type PromClient = typeof import('prom-client');
+
+let promClient: PromClient | undefined;
+
+/**
+ * prom-client is an optional peer dependency: loaded on first use, so that the package loads
+ * without it when metrics are off. Synchronous, as the manager registers metrics in its
+ * constructor. `import.meta.url` is empty in the CJS build, where `__filename` is set instead.
+ */
+function loadPromClient(): PromClient {
+  if (promClient) return promClient;
+  const load = createRequire(import.meta.url ?? __filename);
+  try {
+    promClient = load('prom-client') as PromClient;
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (code !== 'MODULE_NOT_FOUND' && code !== 'ERR_MODULE_NOT_FOUND') throw error;
+    throw new Error(
+      'Export metrics need the prom-client package, an optional peer dependency of @spark-export/core: install it (npm install prom-client), or pass metrics: false to the ExportManager',
+      { cause: error },
+    );
+  }
+  return promClient;
+}
 
 /** Histogram buckets for export durations: 100 ms to one hour. */
 export const DURATION_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
@@ -48,6 +74,8 @@ export interface ExportMetrics {
  * on one registry, or two test files, never throw "already registered"). It never collects
  * default process metrics; call prom-client's `collectDefaultMetrics` yourself if you want them.
  *
+ * @throws {Error} naming prom-client when that optional peer dependency is not installed
+ *
  * @example
  * ```ts
  * import { Registry } from 'prom-client';
@@ -56,6 +84,7 @@ export interface ExportMetrics {
  * ```
  */
 export function registerExportMetrics(options: ExportMetricsOptions = {}): ExportMetrics {
+  const { Counter, Gauge, Histogram, Registry } = loadPromClient();
   const registry = options.registry ?? new Registry();
   const prefix = options.prefix ?? '';
   if (typeof prefix !== 'string' || !/^(?:[a-zA-Z_:][a-zA-Z0-9_:]*)?$/.test(prefix)) {

@@ -100,6 +100,8 @@ export interface ExportManagerEvents {
   'stream:started': [info: { dataset: string; format: FormatName; owner: string | undefined }];
   'stream:finished': [summary: ExportSummary];
   rejected: [event: RejectionEvent];
+  /** An HTTP request answered with an unexpected 5xx (when the handler has no `onError`). */
+  'http:error': [error: unknown, request: { method: string; path: string }];
   /** Something the operator should know that is not an error of a request (e.g. a corrupt manifest moved aside). */
   warning: [message: string, cause?: unknown];
 }

@@ -98,6 +98,23 @@ describe('createExportHandler', () => {
     expect(onError).not.toHaveBeenCalled();
   });
 
+  it('answers job routes of a manager without a directory with 501, not reported as a failure', async () => {
+    const onError = vi.fn();
+    const manager = new ExportManager({ metrics: false, datasets: { a: { source: () => [] } } });
+    expect(manager.jobsEnabled).toBe(false);
+    const handler = createExportHandler(manager, { onError });
+    const response = await handler(
+      request('/export/jobs', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: { dataset: 'a', format: 'csv' },
+      }),
+    );
+    expect(response?.status).toBe(501);
+    expect(JSON.parse(String(response?.body))).toMatchObject({ code: 'JOBS_NOT_CONFIGURED' });
+    expect(onError).not.toHaveBeenCalled();
+  });
+
   it('returns undefined outside its prefix and honours a custom prefix', async () => {
     const manager = new ExportManager({ metrics: false });
     const handler = createExportHandler(manager, { prefix: '/api/exports/' });
@@ -146,6 +163,52 @@ describe('createExportHandler', () => {
   });
 });
 
+describe('toNodeHandler', () => {
+  it('answers a failing onNotFound with a 500 problem and reports it, to console.error by default', async () => {
+    const manager = new ExportManager({ metrics: false });
+    const failure = new Error('host route table missing');
+    const spy = vi.spyOn(console, 'error').mockImplementation(() => {});
+    const reported = vi.fn();
+    const servers = [
+      createServer(
+        toNodeHandler(createExportHandler(manager), {
+          onNotFound: () => {
+            throw failure;
+          },
+        }),
+      ),
+      createServer(
+        toNodeHandler(createExportHandler(manager), {
+          onNotFound: () => {
+            throw failure;
+          },
+          onError: reported,
+        }),
+      ),
+    ];
+    try {
+      for (const server of servers) {
+        server.listen(0, '127.0.0.1');
+        await once(server, 'listening');
+        const response = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/elsewhere`);
+        expect(response.status).toBe(500);
+        expect(response.headers.get('content-type')).toBe('application/problem+json');
+        await response.arrayBuffer();
+      }
+      expect(spy).toHaveBeenCalledTimes(1);
+      expect(String(spy.mock.calls[0]![0])).toMatch(/GET \/elsewhere/);
+      expect(spy.mock.calls[0]![1]).toBe(failure);
+      expect(reported).toHaveBeenCalledWith(failure, expect.objectContaining({ url: '/elsewhere' }));
+    } finally {
+      spy.mockRestore();
+      for (const server of servers) {
+        server.closeAllConnections();
+        server.close();
+      }
+    }
+  });
+});
+
 describe('attachmentDisposition', () => {
   it('strips CR/LF, quotes, slashes and backslashes and keeps the UTF-8 name apart', () => {
     const header = attachmentDisposition('a"b\r\n/c\\d ü.csv');
@@ -157,6 +220,12 @@ describe('attachmentDisposition', () => {
     expect(attachmentDisposition('orders 2025.csv')).toBe('attachment; filename="orders 2025.csv"');
     expect(attachmentDisposition('../../.env')).toBe('attachment; filename="env"');
     expect(attachmentDisposition('\r\n')).toBe('attachment; filename="download"');
+    // With the export's extension: a name with nothing before it falls back to download.<ext>.
+    expect(attachmentDisposition('....csv', '.csv')).toBe('attachment; filename="download.csv"');
+    expect(attachmentDisposition(' .csv.gz', '.csv.gz')).toBe('attachment; filename="download.csv.gz"');
+    expect(attachmentDisposition('"\r\n".json', '.json')).toBe('attachment; filename="download.json"');
+    expect(attachmentDisposition('..a.CSV', '.csv')).toBe('attachment; filename="a.CSV"');
+    expect(attachmentDisposition('report.csv', '.csv')).toBe('attachment; filename="report.csv"');
     expect(attachmentDisposition('日本.csv')).toBe(
       `attachment; filename="__.csv"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.csv`,
     );
@@ -182,6 +251,23 @@ describe('download signatures', () => {
     expect(verifyDownloadSignature(secret, { ...input, owner: null }, 0)).toBe('invalid');
     expect(verifyDownloadSignature('another-secret-of-length', input, 0)).toBe('invalid');
     expect(verifyDownloadSignature(secret, { ...input, expires: '2000.5' }, 0)).toBe('invalid');
+    // Only the canonical spelling of the same values verifies.
+    expect(verifyDownloadSignature(secret, { ...input, expires: '02000' }, 0)).toBe('invalid');
+    expect(verifyDownloadSignature(secret, { ...input, signature: `${input.signature}=` }, 0)).toBe(
+      'invalid',
+    );
+    const sig = input.signature!;
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const swapped = `${sig.slice(0, -1)}${alphabet[alphabet.indexOf(sig.at(-1)!) ^ 1]}`;
+    expect(Buffer.from(swapped, 'base64url').equals(Buffer.from(sig, 'base64url'))).toBe(true);
+    expect(verifyDownloadSignature(secret, { ...input, signature: swapped }, 0)).toBe('invalid');
+    expect(verifyDownloadSignature(secret, { ...input, expires: 2000 }, 1_999_999)).toBe('valid');
+    const zero = signDownloadPath(secret, { jobId, expires: 0 });
+    const zeroQuery = new URL(zero, 'http://x').searchParams;
+    expect(zeroQuery.get('expires')).toBe('0');
+    expect(
+      verifyDownloadSignature(secret, { jobId, expires: '0', signature: zeroQuery.get('sig') }, -1),
+    ).toBe('valid');
   });
 
   it('signs with a default lifetime from a signer', () => {

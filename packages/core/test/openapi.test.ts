@@ -1,5 +1,6 @@
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { describe, expect, it } from 'vitest';
+import { EXPORT_ROUTES } from '../src/http/index.js';
 import { assertMatchesSchema, loadOpenApiDocument, schemaNames } from './contract/openapi.js';
 
 describe('docs/openapi.yaml', () => {
@@ -23,16 +24,34 @@ describe('docs/openapi.yaml', () => {
         'GET /status',
         'HEAD /status',
         'GET /metrics',
+        'HEAD /metrics',
         'GET /datasets',
+        'HEAD /datasets',
         'POST /jobs',
         'GET /jobs',
+        'HEAD /jobs',
         'GET /jobs/{id}',
+        'HEAD /jobs/{id}',
         'DELETE /jobs/{id}',
+        'POST /jobs/{id}/cancel',
         'GET /jobs/{id}/download',
         'HEAD /jobs/{id}/download',
         'GET /stream/{dataset}',
+        'HEAD /stream/{dataset}',
       ].sort(),
     );
+  });
+
+  it('declares the methods of EXPORT_ROUTES, path by path', () => {
+    const paths = loadOpenApiDocument().paths as Record<string, Record<string, unknown>>;
+    for (const route of EXPORT_ROUTES) {
+      const item = paths[route.path.replace(/:([a-z]+)/g, '{$1}')];
+      expect(item, route.path).toBeDefined();
+      const declared = Object.keys(item!)
+        .filter((key) => ['get', 'head', 'post', 'put', 'patch', 'delete', 'options'].includes(key))
+        .map((method) => method.toUpperCase());
+      expect(declared.sort(), route.path).toEqual([...route.methods].sort());
+    }
   });
 
   it('compiles every component schema with Ajv (draft 2020-12)', () => {

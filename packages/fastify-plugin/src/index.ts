@@ -146,11 +146,30 @@ const exportPluginAsync: FastifyPluginAsync<ExportPluginOptions> = async (fastif
     // own hooks; every other method and path under the prefix goes to the catch-alls, where
     // the core answers 404/405 problems like in the other adapters.
     for (const route of EXPORT_ROUTES) {
-      if (route.name === 'metrics' && routeOptions.metrics === false) continue;
+      if (route.name === 'metrics' && routeOptions.metrics !== true) continue;
       child.route({ method: route.methods as HTTPMethods[], url: `${base}${route.path}`, handler: answer });
     }
     child.all(base === '' ? '/' : base, answer);
     child.all(`${base}/*`, answer);
+    // `all` only covers the methods Fastify routes (GET, POST, ...). Any other (PROPFIND,
+    // MKCOL) goes to the not-found handler of the path's prefix: one scoped to the API's prefix
+    // lets the core answer 405 with Allow (or its 404) there too, without touching the host's
+    // 404 elsewhere. At an empty prefix that handler would be the host's own: left alone.
+    if (base !== '') {
+      await child.register(
+        async (scoped: FastifyInstance) => {
+          scoped.setNotFoundHandler(async (request, reply) => {
+            const neutral = toNeutral(request, reply, undefined);
+            requests.set(neutral, request);
+            const response = await handler(neutral);
+            // Never for a path under the prefix; answered as Fastify would, not by a loop back here.
+            if (response === undefined) return reply.code(404).send({ error: 'Not Found', statusCode: 404 });
+            return send(reply, response);
+          });
+        },
+        { prefix: base },
+      );
+    }
   });
 };
 

@@ -40,7 +40,8 @@ const jobRequest = { dataset: 'numbers', format: 'csv' };
 
 describe('exportPlugin', () => {
   it('registers one Fastify route per API path', async () => {
-    const app = await createApp();
+    const app = Fastify();
+    await app.register(exportPlugin, { manager: await createManager(), metrics: true });
     await app.ready();
     const routes = app.printRoutes({ commonPrefix: false });
     for (const route of [
@@ -48,8 +49,8 @@ describe('exportPlugin', () => {
       '/status (GET, HEAD)',
       '/datasets (GET, HEAD)',
       '/metrics (GET, HEAD)',
-      '/jobs (GET, POST, HEAD)',
-      '/:id (GET, DELETE, HEAD)',
+      '/jobs (GET, HEAD, POST)',
+      '/:id (GET, HEAD, DELETE)',
       '/download (GET, HEAD)',
       '/stream/:dataset (GET, HEAD)',
       '* (',
@@ -58,7 +59,38 @@ describe('exportPlugin', () => {
     }
     expect(app.hasRoute({ method: 'POST', url: '/export/jobs' })).toBe(true);
     expect(app.hasRoute({ method: 'DELETE', url: '/export/jobs/:id' })).toBe(true);
+    expect(app.hasRoute({ method: 'POST', url: '/export/jobs/:id/cancel' })).toBe(true);
     await app.close();
+    // Metrics are off by default: no route for them.
+    const quiet = await createApp();
+    await quiet.ready();
+    expect(quiet.hasRoute({ method: 'GET', url: '/export/metrics' })).toBe(false);
+    await quiet.close();
+  });
+
+  it('answers methods Fastify does not route with the core 405 under its prefix only, leaving the host 404 alone', async () => {
+    const app = Fastify();
+    app.setNotFoundHandler((_request, reply) => reply.code(404).type('text/plain').send('host 404'));
+    await app.register(
+      async (api) => {
+        await api.register(exportPlugin, { manager: await createManager() });
+      },
+      { prefix: '/api' },
+    );
+    const url = await start(app);
+    const status = await fetch(`${url}/api/export/status`, { method: 'PROPFIND' });
+    expect(status.status).toBe(405);
+    expect(status.headers.get('allow')).toBe('GET, HEAD');
+    expect(status.headers.get('content-type')).toBe('application/problem+json');
+    await status.arrayBuffer();
+    const unknown = await fetch(`${url}/api/export/nope`, { method: 'MKCOL' });
+    expect(unknown.status).toBe(404);
+    expect(((await unknown.json()) as { code: string }).code).toBe('NOT_FOUND');
+    for (const path of ['/api/other', '/elsewhere', '/api/exportx']) {
+      const host = await fetch(`${url}${path}`, { method: 'PROPFIND' });
+      expect(host.status, path).toBe(404);
+      expect(await host.text(), path).toBe('host 404');
+    }
   });
 
   it('runs the host hooks for export routes', async () => {
@@ -252,6 +284,8 @@ describe('exportPlugin', () => {
   it('streams an export, and a client that leaves aborts it and frees its slot', async () => {
     const manager = await createManager();
     const { closed } = defineEndlessDataset(manager);
+    const reported: unknown[] = [];
+    manager.on('http:error', (error) => reported.push(error));
     const url = await start(await createApp(manager));
     const controller = new AbortController();
     const response = await fetch(`${url}/export/stream/endless?format=ndjson`, { signal: controller.signal });
@@ -262,5 +296,7 @@ describe('exportPlugin', () => {
     controller.abort();
     await closed;
     await expect.poll(() => manager.inFlight).toBe(0);
+    // Fastify destroys the body with an AbortError then: a client that left, not a failure.
+    expect(reported).toEqual([]);
   });
 });

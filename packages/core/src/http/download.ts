@@ -1,5 +1,6 @@
 import contentDispositionModule from 'content-disposition';
 import rangeParser from 'range-parser';
+import { getFormat } from '../formats/index.js';
 import type { JobFileInfo } from '../types.js';
 import { problemResponse } from './problem.js';
 import type { ExportHttpRequest, ExportHttpResponse } from './types.js';
@@ -15,8 +16,21 @@ const contentDisposition = contentDispositionModule as unknown as CreateContentD
 /**
  * Removes what must never reach a saved file name or a header: control characters (CR/LF
  * included), quotes, slashes and backslashes, and leading dots. Falls back to `download`.
+ *
+ * With the export's `extension` (`.csv`, `.csv.gz`) a name that ends with it is cleaned before
+ * the extension, so that a name with nothing else (`...` -> `....csv`) becomes `download.csv`
+ * rather than a bare `csv`.
  */
-export function sanitizeFilename(name: string): string {
+export function sanitizeFilename(name: string, extension?: string): string {
+  if (extension && name.length >= extension.length && name.toLowerCase().endsWith(extension.toLowerCase())) {
+    const stem = cleanName(name.slice(0, -extension.length), { trimEnd: false });
+    return `${stem === '' ? 'download' : stem}${name.slice(-extension.length)}`;
+  }
+  const cleaned = cleanName(name, { trimEnd: true });
+  return cleaned === '' ? 'download' : cleaned;
+}
+
+function cleanName(name: string, { trimEnd }: { trimEnd: boolean }): string {
   let kept = '';
   for (const char of name) {
     const code = char.codePointAt(0) ?? 0;
@@ -24,21 +38,28 @@ export function sanitizeFilename(name: string): string {
       continue;
     kept += char;
   }
-  const cleaned = kept.trim().replace(/^\.+/, '');
-  return cleaned === '' ? 'download' : cleaned;
+  // Spaces before the extension stay ("report .csv"), as the name was asked for.
+  return (trimEnd ? kept.trim() : kept.trimStart()).replace(/^[.\s]+/, '');
+}
+
+/** The extension of an export's files: `.csv`, `.ndjson`, `.json.gz`. */
+export function fileExtension(format: string, compression: string | undefined): string {
+  return `.${getFormat(format).extension}${compression === 'gzip' ? '.gz' : ''}`;
 }
 
 /**
  * A `Content-Disposition: attachment` value with a plain ASCII `filename` (accents dropped,
  * other non-ASCII characters as `_`) and, when that differs, the exact UTF-8 name as `filename*`.
+ * `extension` is kept as {@link sanitizeFilename} explains.
  *
  * @example
  * ```ts
  * attachmentDisposition('a"b\r\n/c\\d ü.csv'); // attachment; filename="abcd u.csv"; filename*=UTF-8''abcd%20%C3%BC.csv
+ * attachmentDisposition('....csv', '.csv'); // attachment; filename="download.csv"
  * ```
  */
-export function attachmentDisposition(filename: string): string {
-  const name = sanitizeFilename(filename);
+export function attachmentDisposition(filename: string, extension?: string): string {
+  const name = sanitizeFilename(filename, extension);
   const ascii = name
     .normalize('NFKD')
     .replace(/[\u0300-\u036f]/g, '')
@@ -62,8 +83,8 @@ export interface DownloadResponseOptions {
 /**
  * The response for a finished job's file: full (200), one range (206), unsatisfiable (416)
  * or not modified (304). A `Range` with several ranges is answered with the whole file
- * (200), as RFC 9110 allows; an invalid `Range`, or an `If-Range` that does not match the
- * ETag, is ignored likewise.
+ * (200), as RFC 9110 allows; an invalid `Range`, one of another unit than `bytes`, or an
+ * `If-Range` that does not match the ETag, is ignored likewise.
  */
 export async function downloadResponse(
   request: ExportHttpRequest,
@@ -84,7 +105,10 @@ export async function downloadResponse(
   const headers: Record<string, string> = {
     ...common,
     'content-type': info.contentType,
-    'content-disposition': attachmentDisposition(info.filename),
+    'content-disposition': attachmentDisposition(
+      info.filename,
+      fileExtension(info.job.format, info.job.compression),
+    ),
   };
   if (options.accelRedirect) {
     // nginx serves the bytes (ranges included) from its internal location and adds its own
@@ -102,8 +126,9 @@ export async function downloadResponse(
   let status = 200;
   const range = header(request, 'range');
   const ifRange = header(request, 'if-range');
-  if (range !== undefined && (ifRange === undefined || ifRange.trim() === etag)) {
-    const ranges = rangeParser(size, range, { combine: true });
+  if (range !== undefined && isValidByteRange(range) && (ifRange === undefined || ifRange.trim() === etag)) {
+    // The unit is case-insensitive; range-parser only knows `bytes` in lower case.
+    const ranges = rangeParser(size, `bytes${range.slice(range.indexOf('='))}`, { combine: true });
     if (ranges === -1) {
       return problemResponse(
         416,
@@ -129,6 +154,24 @@ export async function downloadResponse(
   // Opening before answering turns a file removed in the meantime into a 410, not a cut response.
   const body = await info.read(size === 0 || status === 200 ? undefined : { start, end });
   return { status, headers, body };
+}
+
+// RFC 9110 section 14.1.2: `bytes=` then a comma-separated list (with optional whitespace) of
+// `first-last`, `first-` or `-suffix`, digits only.
+const BYTE_RANGE_SET = /^bytes=[ \t]*(?:\d+-\d*|-\d+)(?:[ \t]*,[ \t]*(?:\d+-\d*|-\d+))*[ \t]*$/i;
+
+/**
+ * True for a `Range` value the server must act on: the `bytes` unit and well-formed ranges,
+ * none with its last position before its first. range-parser alone would call `bytes=abc` or
+ * `foo=9-` unsatisfiable (416); RFC 9110 has a server ignore an invalid or unknown-unit range.
+ */
+export function isValidByteRange(value: string): boolean {
+  if (!BYTE_RANGE_SET.test(value)) return false;
+  for (const spec of value.slice(value.indexOf('=') + 1).split(',')) {
+    const [first, last] = spec.trim().split('-');
+    if (first !== '' && last !== '' && BigInt(last!) < BigInt(first!)) return false;
+  }
+  return true;
 }
 
 function header(request: ExportHttpRequest, name: string): string | undefined {

@@ -1,10 +1,11 @@
+import { Readable } from 'node:stream';
 import type { Dataset, ParamSpec } from '../dataset.js';
-import { describeValue, ExportError, NotFoundError, ValidationError } from '../errors.js';
+import { BackpressureError, describeValue, ExportError, NotFoundError, ValidationError } from '../errors.js';
 import { isJobId, type Job } from '../jobs/job.js';
 import type { ExportRequest } from '../request.js';
 import { VERSION } from '../version.js';
 import { readJsonBody } from './body.js';
-import { attachmentDisposition, downloadResponse } from './download.js';
+import { attachmentDisposition, downloadResponse, fileExtension } from './download.js';
 import { errorToProblem, problemResponse } from './problem.js';
 import type { ExportService } from './service.js';
 import { createDownloadSigner, type DownloadSigner, normalizePrefix } from './signing.js';
@@ -34,9 +35,11 @@ export interface ExportRoutesOptions {
    */
   identify?(request: ExportHttpRequest): string | undefined | Promise<string | undefined>;
   /**
-   * Serve the manager's Prometheus registry at `<prefix>/metrics`. Turn off to serve it
-   * elsewhere (e.g. with the host's other metrics on an internal port).
-   * @default true
+   * Serve the manager's Prometheus registry at `<prefix>/metrics`. Off by default: the route
+   * serves the whole registry (with `metrics: { registry }` on the manager, every metric of the
+   * host app) to whoever `identify` lets in, anonymous callers included. Turn it on behind
+   * access control, or serve the registry elsewhere (an internal port).
+   * @default false
    */
   metrics?: boolean;
   /**
@@ -66,9 +69,12 @@ export interface ExportRoutesOptions {
    */
   accelRedirect?: { prefix: string };
   /**
-   * Told about every error answered with a 5xx: errors that are not the library's (answered
-   * with a generic 500) and the library's own server-side failures. Log them here.
-   * @default undefined (errors are not reported)
+   * Told about every error answered with a 5xx (but 501): errors that are not the library's
+   * (answered with a generic 500) and the library's own server-side failures, such as a source
+   * that fails before its first row (502); and about a streamed export that failed after its
+   * 200 was sent (the response is cut short). Log them here.
+   * @default emit `http:error` (error, `{ method, path }`) on the manager, or `console.error`
+   * when nothing listens to it: a 5xx is never silent
    */
   onError?(error: unknown, request: ExportHttpRequest): void;
   /**
@@ -98,7 +104,7 @@ export interface ExportRoutesHandler extends ExportHttpHandler {
   signDownloadUrl(jobId: string, options?: { owner?: string | undefined; expiresInSeconds?: number }): string;
 }
 
-export type RouteName = 'status' | 'metrics' | 'datasets' | 'jobs' | 'job' | 'download' | 'stream';
+export type RouteName = 'status' | 'metrics' | 'datasets' | 'jobs' | 'job' | 'cancel' | 'download' | 'stream';
 
 interface Route {
   name: RouteName;
@@ -109,15 +115,17 @@ interface Route {
 /**
  * The API's routes, relative to the prefix, in Express/Fastify path syntax. Adapters that
  * register routes one by one (Fastify, for `printRoutes()` and per-route hooks) read them here.
+ * Every route that answers GET answers HEAD too (RFC 9110): the same status and headers, no body.
  */
 export const EXPORT_ROUTES: readonly { name: RouteName; path: string; methods: readonly string[] }[] = [
   { name: 'status', path: '/status', methods: ['GET', 'HEAD'] },
-  { name: 'metrics', path: '/metrics', methods: ['GET'] },
-  { name: 'datasets', path: '/datasets', methods: ['GET'] },
-  { name: 'jobs', path: '/jobs', methods: ['GET', 'POST'] },
-  { name: 'job', path: '/jobs/:id', methods: ['GET', 'DELETE'] },
+  { name: 'metrics', path: '/metrics', methods: ['GET', 'HEAD'] },
+  { name: 'datasets', path: '/datasets', methods: ['GET', 'HEAD'] },
+  { name: 'jobs', path: '/jobs', methods: ['GET', 'HEAD', 'POST'] },
+  { name: 'job', path: '/jobs/:id', methods: ['GET', 'HEAD', 'DELETE'] },
+  { name: 'cancel', path: '/jobs/:id/cancel', methods: ['POST'] },
   { name: 'download', path: '/jobs/:id/download', methods: ['GET', 'HEAD'] },
-  { name: 'stream', path: '/stream/:dataset', methods: ['GET'] },
+  { name: 'stream', path: '/stream/:dataset', methods: ['GET', 'HEAD'] },
 ];
 
 const ALLOWED = Object.fromEntries(EXPORT_ROUTES.map((route) => [route.name, route.methods])) as Record<
@@ -126,7 +134,7 @@ const ALLOWED = Object.fromEntries(EXPORT_ROUTES.map((route) => [route.name, rou
 >;
 
 const JOB_REQUEST_FIELDS = ['dataset', 'format', 'params', 'columns', 'filename', 'compression'] as const;
-const LIST_QUERY_KEYS = new Set(['status', 'limit', 'cursor']);
+const LIST_QUERY_KEYS = new Set(['status', 'dataset', 'limit', 'cursor']);
 const STREAM_QUERY_KEYS = new Set(['format', 'columns', 'filename', 'compression']);
 
 /**
@@ -163,7 +171,15 @@ export function createExportHandler(
         ...(options.signing.ttlSeconds === undefined ? {} : { ttlSeconds: options.signing.ttlSeconds }),
       })
     : undefined;
-  const serveMetrics = options.metrics ?? true;
+  const serveMetrics = options.metrics ?? false;
+  const onError = options.onError ?? reportToManager(manager);
+  const report = (error: unknown, request: ExportHttpRequest): void => {
+    try {
+      onError(error, request);
+    } catch {
+      // A failing error reporter must not turn a problem answer into a crash.
+    }
+  };
   const startedAt = now();
 
   const jobPath = (id: string) => `${prefix}/jobs/${id}`;
@@ -187,7 +203,7 @@ export function createExportHandler(
     switch (route.name) {
       case 'status': {
         const closing = manager.closing;
-        const response = json(closing ? 503 : 200, {
+        return json(closing ? 503 : 200, {
           status: closing ? 'draining' : 'ok',
           version: VERSION,
           inFlight: manager.inFlight,
@@ -195,7 +211,6 @@ export function createExportHandler(
           limit: manager.limit,
           uptimeSeconds: Math.max(0, Math.floor((now() - startedAt) / 1000)),
         });
-        return head ? { ...response, body: undefined } : response;
       }
       case 'metrics': {
         await identify(request);
@@ -218,11 +233,13 @@ export function createExportHandler(
       }
       case 'jobs': {
         const caller = await identify(request);
+        requireJobs();
         if (request.method === 'POST') return createJob(request, caller);
         return json(200, await listJobs(request.query, caller));
       }
       case 'job': {
         const caller = await identify(request);
+        requireJobs();
         const id = route.param!;
         if (request.method === 'DELETE') {
           await manager.delete(id, caller);
@@ -230,16 +247,24 @@ export function createExportHandler(
         }
         return json(200, resource(await manager.get(id, caller)));
       }
+      case 'cancel': {
+        const caller = await identify(request);
+        requireJobs();
+        return json(200, resource(await cancelJob(route.param!, caller)));
+      }
       case 'download': {
         const id = route.param!;
         const caller = isSigned(request.query) ? verifySigned(id, request.query) : await identify(request);
+        requireJobs();
         const info = await manager.file(id, caller);
         return downloadResponse(request, info, { accelRedirect: options.accelRedirect });
       }
       case 'stream': {
         const caller = await identify(request);
+        const exportRequest = streamRequest(route.param!, request.query);
+        if (head) return streamHead(manager, { ...exportRequest, ...caller });
         const opened = await manager.open(
-          { ...streamRequest(route.param!, request.query), ...caller },
+          { ...exportRequest, ...caller },
           // Read only when the export gets that far: a refused request never needs a signal.
           {
             get signal() {
@@ -247,21 +272,63 @@ export function createExportHandler(
             },
           },
         );
+        // A failure before the first bytes is answered (and reported) as a problem below; one
+        // after them can only cut the 200 short, so it is reported here. A client that went
+        // away is not a failure, whatever error a framework destroys the body with then.
+        let answered = false;
+        opened.ready.then(
+          () => {
+            answered = true;
+          },
+          () => {},
+        );
+        opened.body.once('error', (error) => {
+          if (answered && !request.signal.aborted) report(error, request);
+        });
         // Headers wait for the first bytes, so that a source failing at once (a bad query, an
         // upstream 500) is still answered with its status and a problem, not a cut 200.
         await opened.ready;
         return {
           status: 200,
-          headers: {
-            'content-type': opened.contentType,
-            'content-disposition': attachmentDisposition(opened.filename),
-            'cache-control': 'no-store',
-            'x-content-type-options': 'nosniff',
-          },
+          headers: streamHeaders(
+            opened.contentType,
+            opened.filename,
+            fileExtension(exportRequest.format, exportRequest.compression),
+          ),
           body: opened.body,
         };
       }
     }
+  }
+
+  /** Job routes, once the caller is known: without a directory `start()` would throw a bare TypeError (500). */
+  function requireJobs(): void {
+    if (manager.jobsEnabled) return;
+    throw new ExportError(
+      'JOBS_NOT_CONFIGURED',
+      501,
+      'Export jobs are not available on this server (no exports directory is configured); use /stream',
+    );
+  }
+
+  /**
+   * Cancels a queued or running job and keeps its record (unlike DELETE), so that it lists as
+   * `cancelled`. Cancelling a cancelled job again answers it as is; any other finished job is a 409.
+   */
+  async function cancelJob(id: string, caller: { owner?: string }): Promise<Job> {
+    const finished = (job: Job) =>
+      new ExportError(
+        'JOB_FINISHED',
+        409,
+        `The export already finished (${job.status}); it cannot be cancelled`,
+      );
+    const job = await manager.get(id, caller);
+    if (job.status === 'cancelled') return job;
+    if (job.status !== 'queued' && job.status !== 'running') throw finished(job);
+    const after = await manager.cancel(id, caller);
+    // It may have finished on its own before the cancellation reached it.
+    if (after.status !== 'cancelled') throw finished(after);
+    return after;
   }
 
   async function createJob(
@@ -292,10 +359,11 @@ export function createExportHandler(
   async function listJobs(query: URLSearchParams, caller: { owner?: string }) {
     for (const key of new Set(query.keys())) {
       if (!LIST_QUERY_KEYS.has(key))
-        throw badQuery(key, `Unknown query parameter "${key}"; expected status, limit or cursor`);
+        throw badQuery(key, `Unknown query parameter "${key}"; expected status, dataset, limit or cursor`);
       if (query.getAll(key).length > 1) throw badQuery(key, `Expected at most one "${key}" query parameter`);
     }
     const status = query.get('status');
+    const dataset = query.get('dataset');
     const limit = query.get('limit');
     const cursor = query.get('cursor');
     if (limit !== null && !/^\d{1,4}$/.test(limit)) {
@@ -304,6 +372,7 @@ export function createExportHandler(
     const page = await manager.list({
       ...caller,
       ...(status === null ? {} : { status: status as Job['status'] }),
+      ...(dataset === null ? {} : { dataset }),
       ...(limit === null ? {} : { limit: Number(limit) }),
       ...(cursor === null ? {} : { cursor }),
     });
@@ -327,7 +396,7 @@ export function createExportHandler(
     return owner === undefined ? {} : { owner };
   }
 
-  const handler = async (request: ExportHttpRequest): Promise<ExportHttpResponse | undefined> => {
+  const answer = async (request: ExportHttpRequest): Promise<ExportHttpResponse | undefined> => {
     const segments = underPrefix(prefix, request.path);
     if (segments === undefined) return undefined;
     try {
@@ -348,15 +417,13 @@ export function createExportHandler(
       return await dispatch(route, request);
     } catch (error) {
       const { response, internal } = errorToProblem(error);
-      if (internal) {
-        try {
-          options.onError?.(error, request);
-        } catch {
-          // A failing error reporter must not turn a problem answer into a crash.
-        }
-      }
+      if (internal) report(error, request);
       return response;
     }
+  };
+  const handler = async (request: ExportHttpRequest): Promise<ExportHttpResponse | undefined> => {
+    const response = await answer(request);
+    return request.method === 'HEAD' && response ? withoutBody(response) : response;
   };
 
   return Object.assign(handler, {
@@ -403,7 +470,8 @@ function matchRoute(raw: string[]): Route | undefined {
   if (first === 'jobs') {
     if (!isJobId(second)) return undefined;
     if (third === undefined) return { name: 'job', param: second };
-    return third === 'download' ? { name: 'download', param: second } : undefined;
+    if (third === 'download' || third === 'cancel') return { name: third, param: second };
+    return undefined;
   }
   if (first === 'stream' && third === undefined && second !== '') return { name: 'stream', param: second };
   return undefined;
@@ -459,7 +527,9 @@ function checkJobRequest(body: unknown): ExportRequest {
 }
 
 function streamRequest(dataset: string, query: URLSearchParams): ExportRequest {
-  const params: Record<string, string> = {};
+  // Without a prototype, `?__proto__=1` is an own (and so unknown, 422) param like any other;
+  // on a plain object the assignment would only try to change the prototype and be lost.
+  const params: Record<string, string> = Object.create(null);
   const request: Record<string, unknown> = { dataset, format: 'csv' };
   for (const key of new Set(query.keys())) {
     const values = query.getAll(key);
@@ -471,6 +541,51 @@ function streamRequest(dataset: string, query: URLSearchParams): ExportRequest {
   }
   request.params = params;
   return request as unknown as ExportRequest;
+}
+
+/** The default `onError`: an `http:error` event on the manager, or `console.error` if nobody listens. */
+function reportToManager(manager: ExportService): (error: unknown, request: ExportHttpRequest) => void {
+  return (error, request) => {
+    const where = { method: request.method, path: request.path };
+    if (manager.listenerCount('http:error') > 0) manager.emit('http:error', error, where);
+    else console.error(`spark-export: ${where.method} ${where.path.slice(0, 200)} failed:`, error);
+  };
+}
+
+/**
+ * The answer to `HEAD /stream/:dataset`: the request is checked as for a GET (404, 422, 400,
+ * 503 while shutting down), but nothing runs and no slot is taken, so the headers are those of
+ * a GET that was admitted. A HEAD that held a slot would only turn the next GET away.
+ */
+function streamHead(manager: ExportService, request: ExportRequest): ExportHttpResponse {
+  const { contentType, filename } = manager.describe(request);
+  if (manager.closing) {
+    throw new BackpressureError({
+      reason: 'shutting_down',
+      limit: manager.limit,
+      inFlight: manager.inFlight,
+    });
+  }
+  return {
+    status: 200,
+    headers: streamHeaders(contentType, filename, fileExtension(request.format, request.compression)),
+  };
+}
+
+function streamHeaders(contentType: string, filename: string, extension: string): Record<string, string> {
+  return {
+    'content-type': contentType,
+    'content-disposition': attachmentDisposition(filename, extension),
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+  };
+}
+
+/** A HEAD answer: the status and headers of the GET, its body (a stream is closed) left out. */
+function withoutBody(response: ExportHttpResponse): ExportHttpResponse {
+  if (response.body instanceof Readable) response.body.destroy();
+  const { body: _body, ...rest } = response;
+  return rest;
 }
 
 function describeDataset(dataset: Dataset) {

@@ -84,6 +84,13 @@ export interface ToNodeHandlerOptions {
    * @default answer a 404 problem
    */
   onNotFound?(req: IncomingMessage, res: ServerResponse): void;
+  /**
+   * Told about a failure around the handler, which answers its own errors: a throwing
+   * `onNotFound`, a response that could not be written. The client gets a 500 problem (or a
+   * cut response once headers are out).
+   * @default `console.error`, so that such a 500 is never silent
+   */
+  onError?(error: unknown, req: IncomingMessage): void;
 }
 
 /**
@@ -107,8 +114,14 @@ export function toNodeHandler(
         if (options.onNotFound) return options.onNotFound(req, res);
         return sendNodeResponse(res, problemResponse(404, 'NOT_FOUND', 'No route matches this path'));
       })
-      .catch(() => {
+      .catch((error: unknown) => {
         // The handler answers its own errors; this is a failing onNotFound or a broken socket.
+        try {
+          if (options.onError) options.onError(error, req);
+          else console.error(`spark-export: ${req.method} ${(req.url ?? '').slice(0, 200)} failed:`, error);
+        } catch {
+          // A failing reporter must not keep the 500 from being sent.
+        }
         if (!res.headersSent) {
           void sendNodeResponse(res, problemResponse(500, 'INTERNAL', 'An internal error occurred'));
         } else {

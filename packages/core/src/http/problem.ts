@@ -77,7 +77,9 @@ export function problemResponse(
 /**
  * Maps an error to a problem response. Only the library's own errors (recognised by
  * {@link isExportError}) are answered with their status and message; anything else is a
- * generic 500 whose details stay out of the body. `internal` tells the caller to report it.
+ * generic 500 whose details stay out of the body. `internal` tells the caller to report it:
+ * true for every 5xx but a 501 (a feature the server was not configured for) and a 503 while
+ * shutting down.
  */
 export function errorToProblem(error: unknown): { response: ExportHttpResponse; internal: boolean } {
   if (!isExportError(error)) {
@@ -96,6 +98,8 @@ export function errorToProblem(error: unknown): { response: ExportHttpResponse; 
   }
   return {
     response: problemResponse(status, error.code, error.message, extra, headers),
-    internal: status >= 500,
+    // Not failures to report: a 501 is the server's configuration answering as designed, and a
+    // 503 while shutting down is the manager's `rejected` event already.
+    internal: status >= 500 && status !== 501 && !isBackpressureError(error),
   };
 }

@@ -17,6 +17,7 @@ export interface ExportService {
   readonly metrics?: Pick<ExportMetrics, 'registry'> | undefined;
   readonly datasets: readonly Dataset[];
   open(request: ExportRequest, options?: { signal?: AbortSignal }): Promise<OpenedExport>;
+  describe(request: ExportRequest): { contentType: string; filename: string };
   start(request: ExportRequest): Promise<Job>;
   findByIdempotencyKey(key: string, options?: CallerOptions): Promise<Job | undefined>;
   get(id: string, options?: CallerOptions): Promise<Job>;
@@ -24,4 +25,7 @@ export interface ExportService {
   cancel(id: string, options?: CallerOptions): Promise<Job>;
   delete(id: string, options?: CallerOptions): Promise<void>;
   file(id: string, options?: CallerOptions): Promise<JobFileInfo>;
+  /** Without an `onError`, the handler reports unexpected 5xx as an `http:error` event, when anyone listens. */
+  listenerCount(event: 'http:error'): number;
+  emit(event: 'http:error', error: unknown, request: { method: string; path: string }): boolean;
 }

@@ -5,7 +5,8 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { Counter, Registry } from 'prom-client';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ExportError } from '../../src/errors.js';
 import { ExportManager, type ExportManagerOptions } from '../../src/export-manager.js';
 import { type ExportRoutesOptions, signDownloadPath } from '../../src/http/index.js';
@@ -182,6 +183,7 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         identify: (request) => {
           const owner = request.headers['x-owner'];
           if (owner === 'intruder') throw new ExportError('UNAUTHORIZED', 401, 'Unknown caller');
+          if (owner === 'crash') throw new Error('session store unreachable at /srv/auth.js');
           return typeof owner === 'string' ? owner : undefined;
         },
         signing: { secret: SECRET },
@@ -235,11 +237,28 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         expect(status.headers.get('allow')).toBe('GET, HEAD');
         await problem(status, 405, 'METHOD_NOT_ALLOWED');
         const jobs = await fetch(`${api}/jobs`, { method: 'DELETE' });
-        expect(jobs.headers.get('allow')).toBe('GET, POST');
+        expect(jobs.headers.get('allow')).toBe('GET, HEAD, POST');
         await problem(jobs, 405, 'METHOD_NOT_ALLOWED');
         const job = await fetch(`${api}/jobs/exp_AAAAAAAAAAAAAAAAAAAAAA`, { method: 'POST' });
-        expect(job.headers.get('allow')).toBe('GET, DELETE');
+        expect(job.headers.get('allow')).toBe('GET, HEAD, DELETE');
         await problem(job, 405, 'METHOD_NOT_ALLOWED');
+      });
+
+      it('answers methods the framework may not route (PROPFIND, MKCOL) with 405 and Allow too', async () => {
+        const { api } = await setup();
+        for (const [method, path, allow] of [
+          ['PROPFIND', '/status', 'GET, HEAD'],
+          ['PROPFIND', '/jobs', 'GET, HEAD, POST'],
+          ['MKCOL', '/datasets', 'GET, HEAD'],
+          ['PATCH', '/stream/numbers', 'GET, HEAD'],
+          ['OPTIONS', '/jobs/exp_AAAAAAAAAAAAAAAAAAAAAA/download', 'GET, HEAD'],
+        ] as const) {
+          const response = await fetch(`${api}${path}`, { method });
+          expect(response.headers.get('allow'), `${method} ${path}`).toBe(allow);
+          await problem(response, 405, 'METHOD_NOT_ALLOWED');
+        }
+        // An unknown path stays a 404, whatever the method.
+        await problem(await fetch(`${api}/nope`, { method: 'PROPFIND' }), 404, 'NOT_FOUND');
       });
 
       it('answers 401 when identify refuses the caller', async () => {
@@ -254,6 +273,87 @@ export function runContractSuite(name: string, startServer: StartContractServer)
           401,
           'UNAUTHORIZED',
         );
+      });
+    });
+
+    describe('5xx without onError', () => {
+      /**
+       * A dataset that sends more than one chunk (so the 200 and its first bytes go out), then
+       * fails once the test saw the 200 and calls `fail()`.
+       */
+      function defineFailingLater(manager: ExportManager): { fail(): void } {
+        const gate = deferred();
+        manager.defineDataset('fails-later', {
+          columns: [{ name: 'n' }, { name: 'pad' }],
+          async *source() {
+            for (let n = 0; n < 100; n++) yield { n, pad: 'x'.repeat(1000) };
+            await gate.promise;
+            throw new Error('cursor lost at db.internal:5432');
+          },
+        });
+        return { fail: () => gate.resolve() };
+      }
+
+      it('reports a 500, a source failing at once and one failing midway as http:error events', async () => {
+        const { api, manager } = await setup();
+        const later = defineFailingLater(manager);
+        manager.defineDataset('broken', {
+          source: () => {
+            throw new Error('connection refused by db.internal:5432');
+          },
+        });
+        const reports: [unknown, { method: string; path: string }][] = [];
+        const reported = deferred();
+        manager.on('http:error', (error, request) => {
+          reports.push([error, request]);
+          if (reports.length === 3) reported.resolve();
+        });
+        const internal = await fetch(`${api}/datasets`, { headers: { 'x-owner': 'crash' } });
+        await problem(internal, 500, 'INTERNAL');
+        await problem(await fetch(`${api}/stream/broken?format=csv`), 502, 'SOURCE_FAILED');
+        const cut = await fetch(`${api}/stream/fails-later?format=csv`);
+        expect(cut.status).toBe(200);
+        later.fail();
+        await cut.text().catch(() => '');
+        await reported.promise;
+        expect(reports.map(([, request]) => `${request.method} ${request.path}`)).toEqual([
+          'GET /export/datasets',
+          'GET /export/stream/broken',
+          'GET /export/stream/fails-later',
+        ]);
+        expect(causes(reports[0]![0])).toMatch(/session store unreachable/);
+        expect((reports[1]![0] as ExportError).code).toBe('SOURCE_FAILED');
+        expect(causes(reports[1]![0])).toMatch(/connection refused/);
+        expect(causes(reports[2]![0])).toMatch(/cursor lost/);
+        // Client errors are the client's: not reported.
+        await problem(await fetch(`${api}/stream/numbers?format=xml`), 422, 'UNKNOWN_FORMAT');
+        await problem(await fetch(`${api}/nope`), 404, 'NOT_FOUND');
+        expect(reports).toHaveLength(3);
+      });
+
+      it('writes them to console.error when nobody listens for http:error', async () => {
+        const { api, manager } = await setup();
+        const later = defineFailingLater(manager);
+        const logged = deferred();
+        const lines: unknown[][] = [];
+        const spy = vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => {
+          lines.push(args);
+          if (lines.length === 2) logged.resolve();
+        });
+        try {
+          await problem(await fetch(`${api}/datasets`, { headers: { 'x-owner': 'crash' } }), 500, 'INTERNAL');
+          const cut = await fetch(`${api}/stream/fails-later?format=csv`);
+          expect(cut.status).toBe(200);
+          later.fail();
+          await cut.text().catch(() => '');
+          await logged.promise;
+        } finally {
+          spy.mockRestore();
+        }
+        expect(String(lines[0]![0])).toMatch(/GET \/export\/datasets/);
+        expect((lines[0]![1] as Error).message).toMatch(/session store unreachable/);
+        expect(String(lines[1]![0])).toMatch(/GET \/export\/stream\/fails-later/);
+        expect(causes(lines[1]![1])).toMatch(/cursor lost/);
       });
     });
 
@@ -293,8 +393,30 @@ export function runContractSuite(name: string, startServer: StartContractServer)
     });
 
     describe('GET /metrics', () => {
+      it('is off unless the host turns it on, even with a host registry', async () => {
+        const registry = new Registry();
+        new Counter({
+          name: 'host_secret_orders_total',
+          help: 'The host app’s own metric',
+          registers: [registry],
+        });
+        const { api } = await setup({ manager: { metrics: { registry } }, routes: { metrics: undefined } });
+        await problem(await fetch(`${api}/metrics`), 404, 'NOT_FOUND');
+        const head = await fetch(`${api}/metrics`, { method: 'HEAD' });
+        expect(head.status).toBe(404);
+        await head.arrayBuffer();
+      });
+
+      it('serves the manager’s registry with metrics: true', async () => {
+        const registry = new Registry();
+        const { api } = await setup({ manager: { metrics: { registry } }, routes: { metrics: true } });
+        const response = await fetch(`${api}/metrics`);
+        expect(response.status).toBe(200);
+        expect(await response.text()).toMatch(/^export_concurrency_limit 2$/m);
+      });
+
       it('counts started and completed exports', async () => {
-        const fixture = await setup();
+        const fixture = await setup({ routes: { metrics: true } });
         const { api, manager } = fixture;
         const streamsDone = events(manager, 'stream:finished', 2);
         for (let i = 0; i < 2; i++) {
@@ -332,8 +454,91 @@ export function runContractSuite(name: string, startServer: StartContractServer)
       });
 
       it('is a 404 when the manager has no metrics', async () => {
-        const { api } = await setup({ manager: { metrics: false } });
+        const { api } = await setup({ manager: { metrics: false }, routes: { metrics: true } });
         await problem(await fetch(`${api}/metrics`), 404, 'NOT_FOUND');
+      });
+    });
+
+    describe('HEAD wherever GET works', () => {
+      it('answers HEAD with the status and headers of a GET and no body', async () => {
+        const fixture = await setup({ routes: { metrics: true } });
+        const job = await finishedJob(fixture, { dataset: 'numbers', format: 'csv' });
+        for (const path of ['/metrics', '/datasets', '/jobs', '/jobs?status=succeeded', `/jobs/${job.id}`]) {
+          const get = await fetch(`${fixture.api}${path}`);
+          const getBody = await get.text();
+          const head = await fetch(`${fixture.api}${path}`, { method: 'HEAD' });
+          expect(head.status, path).toBe(200);
+          expect(get.status, path).toBe(200);
+          for (const name of ['content-type', 'content-length', 'cache-control']) {
+            expect(head.headers.get(name), `${path} ${name}`).toBe(get.headers.get(name));
+          }
+          expect(Number(head.headers.get('content-length')), path).toBe(Buffer.byteLength(getBody));
+          expect(await head.text(), path).toBe('');
+        }
+        // Errors too: the status and headers of the problem, without it.
+        const missing = await fetch(`${fixture.api}/jobs/exp_AAAAAAAAAAAAAAAAAAAAAA`, { method: 'HEAD' });
+        expect(missing.status).toBe(404);
+        expect(missing.headers.get('content-type')).toBe('application/problem+json');
+        expect(await missing.text()).toBe('');
+        const badQuery = await fetch(`${fixture.api}/jobs?limit=abc`, { method: 'HEAD' });
+        expect(badQuery.status).toBe(400);
+        expect(await badQuery.text()).toBe('');
+      });
+
+      it('answers HEAD /stream with the headers of a GET without running an export or taking a slot', async () => {
+        const { api, manager, release } = await setup();
+        const started: unknown[] = [];
+        manager.on('stream:started', (info) => started.push(info));
+        const get = await fetch(`${api}/stream/numbers?format=ndjson&count=2&filename=two`);
+        await get.text();
+        expect(started).toHaveLength(1);
+        // Both slots taken: a GET would be refused, a HEAD needs no slot.
+        const bothStarted = events(manager, 'stream:started', 2);
+        const held = [1, 2].map(() => fetch(`${api}/stream/blocking?format=csv`));
+        await bothStarted;
+        expect(manager.inFlight).toBe(2);
+        const head = await fetch(`${api}/stream/numbers?format=ndjson&count=2&filename=two`, {
+          method: 'HEAD',
+        });
+        expect(head.status).toBe(200);
+        for (const name of [
+          'content-type',
+          'content-disposition',
+          'cache-control',
+          'x-content-type-options',
+        ]) {
+          expect(head.headers.get(name), name).toBe(get.headers.get(name));
+        }
+        expect(await head.text()).toBe('');
+        expect(started).toHaveLength(3);
+        expect(manager.inFlight).toBe(2);
+        // The request is validated as for a GET.
+        for (const [query, status] of [
+          ['nope?format=csv', 404],
+          ['numbers?format=csv&count=ten', 422],
+          ['numbers?format=xml', 422],
+          ['numbers?format=csv&zzz=1', 422],
+          ['numbers?format=csv&format=json', 400],
+        ] as const) {
+          const response = await fetch(`${api}/stream/${query}`, { method: 'HEAD' });
+          expect(response.status, query).toBe(status);
+          expect(response.headers.get('content-type'), query).toBe('application/problem+json');
+          expect(await response.text(), query).toBe('');
+        }
+        const refused = await fetch(`${api}/stream/numbers?format=csv`, {
+          method: 'HEAD',
+          headers: { 'x-owner': 'intruder' },
+        });
+        expect(refused.status).toBe(401);
+        await refused.arrayBuffer();
+        expect(started).toHaveLength(3);
+        release();
+        for (const response of await Promise.all(held)) await response.text();
+        await manager.close();
+        const closing = await fetch(`${api}/stream/numbers?format=csv`, { method: 'HEAD' });
+        expect(closing.status).toBe(503);
+        expect(Number(closing.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+        await closing.arrayBuffer();
       });
     });
 
@@ -556,6 +761,29 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         expect(failed.jobs).toEqual([]);
       });
 
+      it('filters by dataset, alone or with status', async () => {
+        const fixture = await setup();
+        const numbers = await finishedJob(fixture, { dataset: 'numbers', format: 'csv' }, 'alice');
+        const owned = await finishedJob(fixture, { dataset: 'owned', format: 'json' }, 'alice');
+        await finishedJob(fixture, { dataset: 'owned', format: 'json' }, 'bob');
+        const headers = { 'x-owner': 'alice' };
+        const list = async (query: string) =>
+          (
+            (await json(await fetch(`${fixture.api}/jobs?${query}`, { headers }), 'JobList')).jobs as {
+              id: string;
+            }[]
+          ).map((job) => job.id);
+        expect(await list('dataset=owned')).toEqual([owned.id]);
+        expect(await list('dataset=numbers&status=succeeded')).toEqual([numbers.id]);
+        expect(await list('dataset=numbers&status=failed')).toEqual([]);
+        expect(await list('dataset=nope')).toEqual([]);
+        await problem(
+          await fetch(`${fixture.api}/jobs?dataset=owned&dataset=numbers`, { headers }),
+          400,
+          'BAD_REQUEST',
+        );
+      });
+
       it('answers 400 for a bad query', async () => {
         const { api } = await setup();
         for (const query of [
@@ -569,6 +797,35 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         ]) {
           await problem(await fetch(`${api}/jobs?${query}`), 400, 'BAD_REQUEST', 'VALIDATION_FAILED');
         }
+      });
+    });
+
+    describe('without a jobs directory', () => {
+      it('answers every job route with 501 JOBS_NOT_CONFIGURED, and streams still work', async () => {
+        const { api } = await setup({ manager: { directory: undefined } });
+        const id = 'exp_AAAAAAAAAAAAAAAAAAAAAA';
+        const requests: [string, string][] = [
+          ['GET', '/jobs'],
+          ['GET', `/jobs/${id}`],
+          ['DELETE', `/jobs/${id}`],
+          ['GET', `/jobs/${id}/download`],
+          ['POST', `/jobs/${id}/cancel`],
+        ];
+        const created = await problem(
+          await postJob(api, { dataset: 'numbers', format: 'csv' }),
+          501,
+          'JOBS_NOT_CONFIGURED',
+        );
+        expect(created.detail).toMatch(/jobs/i);
+        for (const [method, path] of requests) {
+          await problem(await fetch(`${api}${path}`, { method }), 501, 'JOBS_NOT_CONFIGURED');
+        }
+        const head = await fetch(`${api}/jobs`, { method: 'HEAD' });
+        expect(head.status).toBe(501);
+        await head.arrayBuffer();
+        const streamed = await fetch(`${api}/stream/numbers?format=csv&count=1`);
+        expect(streamed.status).toBe(200);
+        expect((await streamed.text()).trim().split('\n')).toEqual(['id,Name', '0,row 0']);
       });
     });
 
@@ -612,6 +869,86 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         expect((await fetch(`${fixture.api}/jobs/${job.id}`, { method: 'DELETE' })).status).toBe(204);
         expect((await readdir(fixture.directory)).some((name) => name.startsWith(job.id))).toBe(false);
         await problem(await fetch(`${fixture.api}/jobs/${job.id}/download`), 404, 'NOT_FOUND');
+      });
+    });
+
+    describe('POST /jobs/:id/cancel', () => {
+      it('cancels a running job and keeps it, so that it lists as cancelled', async () => {
+        const { api, manager, directory } = await setup();
+        const started = nextEvent(manager, 'job:started');
+        const job = await json(await postJob(api, { dataset: 'blocking', format: 'csv' }), 'Job');
+        await started;
+        expect(manager.inFlight).toBe(1);
+        const response = await fetch(`${api}/jobs/${job.id}/cancel`, { method: 'POST' });
+        expect(response.status).toBe(200);
+        const cancelled = await json(response, 'Job');
+        expect(cancelled).toMatchObject({ id: job.id, status: 'cancelled', links: { download: null } });
+        expect(manager.inFlight).toBe(0);
+        expect(await json(await fetch(`${api}/jobs/${job.id}`), 'Job')).toMatchObject({
+          status: 'cancelled',
+        });
+        const listed = await json(await fetch(`${api}/jobs?status=cancelled`), 'JobList');
+        expect((listed.jobs as { id: string }[]).map((listedJob) => listedJob.id)).toEqual([job.id]);
+        await problem(await fetch(`${api}/jobs/${job.id}/download`), 409, 'JOB_NOT_READY');
+        // No partial file is left behind; the manifest stays.
+        expect((await readdir(directory)).filter((name) => name.startsWith(job.id as string))).toEqual([
+          `${job.id}.json`,
+        ]);
+        // Cancelling again is answered with the cancelled job: the state asked for holds.
+        const again = await fetch(`${api}/jobs/${job.id}/cancel`, { method: 'POST' });
+        expect(again.status).toBe(200);
+        expect(await json(again, 'Job')).toMatchObject({ status: 'cancelled' });
+      });
+
+      it('cancels a queued job, giving its queue place back', async () => {
+        const { api, manager, release } = await setup({ manager: { maxConcurrent: 1, maxQueued: 1 } });
+        const started = nextEvent(manager, 'job:started');
+        const running = await json(await postJob(api, { dataset: 'blocking', format: 'csv' }), 'Job');
+        await started;
+        const queued = await json(await postJob(api, { dataset: 'numbers', format: 'csv' }), 'Job');
+        expect(queued.status).toBe('queued');
+        const response = await fetch(`${api}/jobs/${queued.id}/cancel`, { method: 'POST' });
+        expect(response.status).toBe(200);
+        expect(await json(response, 'Job')).toMatchObject({ status: 'cancelled', queuePosition: null });
+        expect(manager.queued).toBe(0);
+        // The queue place is free again.
+        const next = await postJob(api, { dataset: 'numbers', format: 'csv' });
+        expect(next.status).toBe(202);
+        const nextJob = await json(next, 'Job');
+        release();
+        expect((await manager.wait(running.id as string)).status).toBe('succeeded');
+        expect((await manager.wait(nextJob.id as string)).status).toBe('succeeded');
+      });
+
+      it('answers 409 JOB_FINISHED for a finished job, 404 for another owner’s, 405 for GET', async () => {
+        const fixture = await setup();
+        const done = await finishedJob(fixture, { dataset: 'numbers', format: 'csv' }, 'alice');
+        const asAlice = { 'x-owner': 'alice' };
+        const finished = await problem(
+          await fetch(`${fixture.api}/jobs/${done.id}/cancel`, { method: 'POST', headers: asAlice }),
+          409,
+          'JOB_FINISHED',
+        );
+        expect(finished.detail).toMatch(/succeeded/);
+        // The job and its file are untouched.
+        const file = await fetch(`${fixture.api}/jobs/${done.id}/download`, { headers: asAlice });
+        expect(file.status).toBe(200);
+        await file.arrayBuffer();
+        for (const headers of [{ 'x-owner': 'bob' }, {}] as Record<string, string>[]) {
+          await problem(
+            await fetch(`${fixture.api}/jobs/${done.id}/cancel`, { method: 'POST', headers }),
+            404,
+            'NOT_FOUND',
+          );
+        }
+        await problem(
+          await fetch(`${fixture.api}/jobs/exp_AAAAAAAAAAAAAAAAAAAAAA/cancel`, { method: 'POST' }),
+          404,
+          'NOT_FOUND',
+        );
+        const get = await fetch(`${fixture.api}/jobs/${done.id}/cancel`, { headers: asAlice });
+        expect(get.headers.get('allow')).toBe('POST');
+        await problem(get, 405, 'METHOD_NOT_ALLOWED');
       });
     });
 
@@ -681,6 +1018,46 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         const stale = await fetch(url, { headers: { range: 'bytes=0-9', 'if-range': '"other"' } });
         expect(stale.status).toBe(200);
         expect((await stale.arrayBuffer()).byteLength).toBe(size);
+      });
+
+      it('ignores an invalid Range or one of another unit (200, the whole file)', async () => {
+        const fixture = await setup();
+        const { url, bytes } = await downloadable(fixture);
+        const size = bytes.length;
+        for (const range of [
+          'bytes=abc',
+          'bytes=5-1',
+          'foo=999999999-',
+          'items=0-9',
+          'bytes=',
+          'bytes=0-9x',
+          'bytes 0-9',
+          'bytes=--1',
+          'bytes=0-9,abc',
+          'bytes=0x10-',
+          '=0-9',
+        ]) {
+          const response = await fetch(url, { headers: { range } });
+          expect(response.status, range).toBe(200);
+          expect(response.headers.get('content-range'), range).toBeNull();
+          expect(Buffer.from(await response.arrayBuffer()).equals(bytes), range).toBe(true);
+        }
+        // The unit is case-insensitive, whitespace around commas is allowed.
+        const upper = await fetch(url, { headers: { range: 'Bytes=0-9 , 5-19' } });
+        expect(upper.status).toBe(206);
+        expect(upper.headers.get('content-range')).toBe(`bytes 0-19/${size}`);
+        await upper.arrayBuffer();
+        // Valid but unsatisfiable: 416.
+        for (const range of [
+          `bytes=${size}-`,
+          `bytes=${size + 5}-${size + 10}`,
+          'bytes=-0',
+          `bytes=${size}-,-0`,
+        ]) {
+          const response = await fetch(url, { headers: { range } });
+          expect(response.headers.get('content-range'), range).toBe(`bytes */${size}`);
+          await problem(response, 416, 'RANGE_NOT_SATISFIABLE');
+        }
       });
 
       it('answers 304 for a matching If-None-Match', async () => {
@@ -817,7 +1194,16 @@ export function runContractSuite(name: string, startServer: StartContractServer)
           },
           (u: URL) => u.searchParams.delete('sig'),
           (u: URL) => u.searchParams.set('sig', 'short'),
+          // The same numbers, written differently: still not the link that was signed.
+          (u: URL) => u.searchParams.set('expires', `000${expires}`),
+          (u: URL) => u.searchParams.set('expires', `0${expires}`),
+          // The last of 43 base64url characters carries 4 bits of the HMAC and 2 unused ones:
+          // the 3 other characters that decode to the same bytes are not the signature either.
+          ...sameBytesSignatures(new URL(`${fixture.server.url}${path}`).searchParams.get('sig')!).map(
+            (sig) => (u: URL) => u.searchParams.set('sig', sig),
+          ),
         ];
+        expect(altered).toHaveLength(10);
         for (const alter of altered) {
           const copy = new URL(url);
           alter(copy);
@@ -863,8 +1249,33 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         ]);
       });
 
+      it('keeps the extension of a file name that has nothing else left once made safe', async () => {
+        const fixture = await setup();
+        const cases: [string, string][] = [
+          ['filename=...', 'attachment; filename="download.csv"'],
+          ['filename=%20', 'attachment; filename="download.csv"'],
+          ['filename=%22.%22', 'attachment; filename="download.csv"'],
+          ['filename=..%2F..&format=ndjson', 'attachment; filename="download.ndjson"'],
+          ['filename=...&compression=gzip', 'attachment; filename="download.csv.gz"'],
+          ['filename=..report', 'attachment; filename="report.csv"'],
+          ['filename=.csv', 'attachment; filename="download.csv"'],
+        ];
+        for (const [query, disposition] of cases) {
+          const response = await fetch(`${fixture.api}/stream/numbers?count=1&${query}`);
+          expect(response.status, query).toBe(200);
+          expect(response.headers.get('content-disposition'), query).toBe(disposition);
+          await response.arrayBuffer();
+        }
+        const job = await finishedJob(fixture, { dataset: 'numbers', format: 'json', filename: ' ' });
+        const download = await fetch(`${fixture.api}/jobs/${job.id}/download`);
+        expect(download.headers.get('content-disposition')).toBe('attachment; filename="download.json"');
+        await download.arrayBuffer();
+      });
+
       it('answers a source that fails before its first row with a problem, not a cut 200', async () => {
         const { api, manager } = await setup();
+        const reported = vi.fn();
+        manager.on('http:error', reported);
         manager.defineDataset('broken', {
           source: () => {
             throw new Error('connection refused by db.internal:5432');
@@ -887,6 +1298,7 @@ export function runContractSuite(name: string, startServer: StartContractServer)
           expect(JSON.stringify(details)).not.toMatch(/db\.internal|secret/);
         }
         expect(manager.inFlight).toBe(0);
+        expect(reported).toHaveBeenCalledTimes(2);
       });
 
       it('streams NDJSON, gzip-compressed on request', async () => {
@@ -916,6 +1328,21 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         );
         expect(param.field).toBe('params.count');
         await problem(await fetch(`${api}/stream/numbers?format=csv&colour=red`), 422, 'INVALID_PARAMS');
+        // Names of Object.prototype are unknown params like any other, not silently dropped.
+        for (const name of ['__proto__', 'constructor', 'hasOwnProperty']) {
+          const details = await problem(
+            await fetch(`${api}/stream/numbers?format=csv&${name}=1`),
+            422,
+            'INVALID_PARAMS',
+          );
+          expect(details.field).toBe(`params.${name}`);
+        }
+        const inBody = await problem(
+          await postJob(api, JSON.parse('{"dataset":"numbers","format":"csv","params":{"__proto__":1}}')),
+          422,
+          'INVALID_PARAMS',
+        );
+        expect(inBody.field).toBe('params.__proto__');
         await problem(await fetch(`${api}/stream/numbers?format=csv&columns=id,nope`), 422, 'UNKNOWN_COLUMN');
         await problem(await fetch(`${api}/stream/numbers?format=xml`), 422, 'UNKNOWN_FORMAT');
         await problem(await fetch(`${api}/stream/numbers?format=csv&format=json`), 400, 'BAD_REQUEST');
@@ -955,6 +1382,8 @@ export function runContractSuite(name: string, startServer: StartContractServer)
 
       it('frees the slot at once when the client goes away mid-export', async () => {
         const { api, manager } = await setup({ manager: { maxConcurrent: 1 } });
+        const reported = vi.fn();
+        manager.on('http:error', reported);
         const started = nextEvent(manager, 'stream:started');
         const finished = nextEvent(manager, 'stream:finished');
         const request = httpRequest(`${api}/stream/blocking?format=csv`);
@@ -970,6 +1399,8 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         const next = await fetch(`${api}/stream/numbers?format=csv&count=1`);
         expect(next.status).toBe(200);
         expect((await next.text()).trim().split('\n')).toEqual(['id,Name', '0,row 0']);
+        // A client that leaves is not a server failure.
+        expect(reported).not.toHaveBeenCalled();
       });
 
       it('answers 503 while shutting down', async () => {
@@ -1020,6 +1451,26 @@ async function problem(
     `https://spark-export.dev/problems/${String(body.code).toLowerCase().replace(/_/g, '-')}`,
   );
   return body;
+}
+
+/** The messages of an error and of its causes, for what an operator would read in a log. */
+function causes(error: unknown): string {
+  const messages: string[] = [];
+  for (let current = error; current instanceof Error; current = current.cause) messages.push(current.message);
+  return messages.join(' <- ');
+}
+
+const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/** The other spellings of a 43-character base64url value (32 bytes) that decode to the same bytes. */
+function sameBytesSignatures(sig: string): string[] {
+  const last = BASE64URL.indexOf(sig.at(-1)!);
+  const variants = [0, 1, 2, 3].map((low) => `${sig.slice(0, -1)}${BASE64URL[(last & ~3) | low]}`);
+  const others = variants.filter((variant) => variant !== sig);
+  for (const variant of others) {
+    expect(Buffer.from(variant, 'base64url').equals(Buffer.from(sig, 'base64url'))).toBe(true);
+  }
+  return others;
 }
 
 /** The value of one Prometheus sample with exactly these labels. */
