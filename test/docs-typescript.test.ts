@@ -166,6 +166,35 @@ describe('TypeScript code blocks of the READMEs and docs', () => {
     expect([...diagnostics.values()].flat()).toEqual([]);
   }, 120_000);
 
+  it('skips only blocks marked as fragments, and no ts block inside another fence', () => {
+    const found = typescriptBlocks(
+      'sample.md',
+      [
+        '```ts',
+        'const a = 1;',
+        '```',
+        '<!-- ts-fragment -->',
+        '',
+        '```ts',
+        'partial(',
+        '```',
+        '```ts fragment',
+        'also partial(',
+        '```',
+        '````md',
+        '```ts',
+        'quoted(',
+        '```',
+        '````',
+      ].join('\n'),
+    );
+    expect(found.map(({ line, fragment }) => ({ line, fragment }))).toEqual([
+      { line: 2, fragment: false },
+      { line: 7, fragment: true },
+      { line: 10, fragment: true },
+    ]);
+  });
+
   it('reports an error at its Markdown line (the check can fail)', () => {
     const [broken] = typescriptBlocks(
       'broken.md',
