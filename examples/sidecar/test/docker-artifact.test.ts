@@ -60,9 +60,9 @@ const imageEnv = (): Record<string, string> =>
 const execForm = (args: string): string[] => JSON.parse(args.slice(args.indexOf('['))) as string[];
 
 describe('the Dockerfile', () => {
-  it('builds on node:20-slim in two stages and runs as a non-root user with the documented env', () => {
+  it('builds on node:24-slim in two stages and runs as a non-root user with the documented env', () => {
     const froms = steps.filter((step) => step.keyword === 'FROM').map((step) => step.args);
-    expect(froms).toEqual(['node:20-slim AS build', 'node:20-slim AS runtime']);
+    expect(froms).toEqual(['node:24-slim AS build', 'node:24-slim AS runtime']);
     const build = steps.filter((step) => step.stage === 0 && step.keyword === 'RUN').map((step) => step.args);
     expect(build).toContain('npm ci --no-audit --no-fund');
     expect(build).toContain('sh examples/sidecar/docker/build-artifact.sh /src /out');

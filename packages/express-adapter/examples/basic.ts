@@ -12,8 +12,10 @@ export function createApp(directory: string) {
   });
 
   const app = express();
-  app.use(express.json()); // optional: without it the router reads the body itself
   // The owner of each job comes from your own auth; here a trusted header for brevity.
   app.use('/export', createExportRouter(manager, { identify: (_request, req) => req.get('x-user-id') }));
-  return { app, manager }; // then: app.listen(3000)
+  // Body parsers for your own routes go after the router, so that the API answers bad bodies
+  // sent to it with its own problems (see "Body parsers" below).
+  app.use(express.json());
+  return { app, manager }; // then your routes, and app.listen(3000)
 }
