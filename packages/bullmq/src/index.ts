@@ -4,4 +4,6 @@
 // A cluster-wide export limit with leases that expire when a replica dies.
 export { LeaseLostError } from './errors.js';
 export { DEFAULT_PREFIX } from './keys.js';
+// Job records that any replica can answer for.
+export { type JobRecord, RedisJobStore, type RedisJobStoreOptions } from './redis-job-store.js';
 export { RedisLimiter, type RedisLimiterOptions, type RedisRelease } from './redis-limiter.js';
