@@ -15,6 +15,7 @@ export default defineConfig({
       { find: /^@spark-export\/express$/, replacement: src('./packages/express-adapter/src/index.ts') },
       { find: /^@spark-export\/koa$/, replacement: src('./packages/koa-adapter/src/index.ts') },
       { find: /^@spark-export\/fastify$/, replacement: src('./packages/fastify-plugin/src/index.ts') },
+      { find: /^@spark-export\/s3$/, replacement: src('./packages/s3/src/index.ts') },
     ],
   },
   test: {
