@@ -1,3 +1,4 @@
+import { pipeline } from 'node:stream/promises';
 import {
   CreateMultipartUploadCommand,
   PutObjectCommand,
@@ -48,6 +49,34 @@ describe('S3ExportStorage writes', () => {
     expect(copy?.headers['x-amz-copy-source']).toMatch(
       /^\/?exports\/t\d+\/\.partial\/exp_[\w-]{22}\.csv\.[0-9a-f]{12}$/,
     );
+  });
+
+  it('reads no further ahead of the upload than the parts in flight', async () => {
+    const storage = makeStorage({ partSize: 5 * MiB, queueSize: 2 });
+    const id = jobId();
+    const isPart = (request: { operation: string; path: string }) =>
+      request.operation === 'UploadPart' && request.path.includes(id);
+    const release = s3().hold(isPart);
+    const write = await storage.createWrite(id, { extension: 'csv', contentType: 'text/csv' });
+    const data = content(40 * MiB);
+    let pulled = 0;
+    async function* source() {
+      for (let offset = 0; offset < data.length; offset += 64 * 1024) {
+        pulled += 64 * 1024;
+        yield data.subarray(offset, offset + 64 * 1024);
+      }
+    }
+    const piping = pipeline(source, write.stream);
+
+    // Both parts in flight (held by the server): the upload takes no more, so neither does the export.
+    await s3().arrived(2, isPart);
+    for (let turn = 0; turn < 50; turn++) await new Promise((resolve) => setImmediate(resolve));
+    expect(pulled).toBeLessThanOrEqual(2 * 5 * MiB + MiB);
+
+    release();
+    await piping;
+    await write.commit({ bytes: data.length, sha256: sha256(data), contentType: 'text/csv' });
+    expect(await storage.stat(write.name)).toEqual({ bytes: data.length });
   });
 
   it('abort() after two uploaded parts aborts the multipart upload and leaves no object', async () => {

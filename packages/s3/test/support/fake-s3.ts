@@ -28,6 +28,10 @@ export interface FakeS3 {
   openUploads(): Promise<{ uploadId: string; key: string }[]>;
   /** Resolves once `count` parts (UploadPart) of `keyPart`'s uploads have been stored. */
   partsStored(count: number, keyPart?: string): Promise<void>;
+  /** Resolves once `count` requests that `match` accepts have arrived (answered or not). */
+  arrived(count: number, match: (request: SeenRequest) => boolean): Promise<void>;
+  /** Holds every request that `match` accepts until the returned function is called. */
+  hold(match: (request: SeenRequest) => boolean): () => void;
   /**
    * Answers the next request that `match` accepts with a 403 `AccessDenied` (which the SDK does
    * not retry, unlike a 500).
@@ -97,6 +101,17 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
   const faults: ((request: SeenRequest) => boolean)[] = [];
   const partWaiters: { count: number; keyPart: string; resolve: () => void }[] = [];
   const partsByKey = new Map<string, number>();
+  const arrivalWaiters: { count: number; match: (request: SeenRequest) => boolean; resolve: () => void }[] =
+    [];
+  const holds: { match: (request: SeenRequest) => boolean; released: Promise<void> }[] = [];
+  const settleArrivalWaiters = () => {
+    for (const waiter of [...arrivalWaiters]) {
+      if (requests.filter(waiter.match).length >= waiter.count) {
+        arrivalWaiters.splice(arrivalWaiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  };
 
   const settlePartWaiters = () => {
     for (const waiter of [...partWaiters]) {
@@ -134,6 +149,8 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
       operation: operationOf(ctx, key),
     };
     requests.push(seen);
+    settleArrivalWaiters();
+    for (const held of holds.filter((candidate) => candidate.match(seen))) await held.released;
     const fault = faults.findIndex((match) => match(seen));
     if (fault !== -1) {
       faults.splice(fault, 1);
@@ -261,6 +278,20 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
         partWaiters.push({ count, keyPart, resolve });
         settlePartWaiters();
       }),
+    arrived: (count, match) =>
+      new Promise<void>((resolve) => {
+        arrivalWaiters.push({ count, match, resolve });
+        settleArrivalWaiters();
+      }),
+    hold: (match) => {
+      let release!: () => void;
+      const held = { match, released: new Promise<void>((resolve) => (release = resolve)) };
+      holds.push(held);
+      return () => {
+        holds.splice(holds.indexOf(held), 1);
+        release();
+      };
+    },
     failNext: (match) => {
       faults.push(match);
     },
