@@ -11,11 +11,14 @@ export default defineConfig({
   resolve: {
     alias: [
       { find: /^@spark-export\/core\/testing$/, replacement: src('./packages/core/src/testing/index.ts') },
+      { find: /^@spark-export\/core\/http$/, replacement: src('./packages/core/src/http/index.ts') },
+      { find: /^@spark-export\/core\/http$/, replacement: src('./packages/core/src/http/index.ts') },
       { find: /^@spark-export\/core$/, replacement: src('./packages/core/src/index.ts') },
       { find: /^@spark-export\/express$/, replacement: src('./packages/express-adapter/src/index.ts') },
       { find: /^@spark-export\/koa$/, replacement: src('./packages/koa-adapter/src/index.ts') },
       { find: /^@spark-export\/fastify$/, replacement: src('./packages/fastify-plugin/src/index.ts') },
       { find: /^@spark-export\/bullmq$/, replacement: src('./packages/bullmq/src/index.ts') },
+      { find: /^@spark-export\/s3$/, replacement: src('./packages/s3/src/index.ts') },
     ],
   },
   test: {

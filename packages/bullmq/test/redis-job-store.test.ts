@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { describeJobStoreContract } from '@spark-export/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type JobRecord, RedisJobStore } from '../src/index.js';
 import { type RedisServer, requireRedisServer, startRedis, uniquePrefix } from './redis-server.js';
@@ -59,8 +60,16 @@ describe.skipIf(!bin)('RedisJobStore (real redis-server)', () => {
     await Promise.all(stores.map((store) => store.open()));
     return stores;
   };
-  // The shared contract suite goes here once it is on this branch:
-  // describeJobStoreContract('RedisJobStore', () => new RedisJobStore({ redis: server.client(), prefix: uniquePrefix() }));
+  // The shared contract: every case on a prefix of its own; a reopened store reads the same prefix.
+  const prefixes = new WeakMap<RedisJobStore, string>();
+  const storeOn = (prefix: string) => {
+    const store = new RedisJobStore({ redis: server.client(), prefix });
+    prefixes.set(store, prefix);
+    return store;
+  };
+  describeJobStoreContract('RedisJobStore', () => storeOn(uniquePrefix()), {
+    reopen: (previous) => storeOn(prefixes.get(previous) as string),
+  });
 
   it('answers on any replica for a job created on another; records go in and out as copies', async () => {
     const [a, b] = await replicas();

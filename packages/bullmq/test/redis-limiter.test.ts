@@ -1,5 +1,6 @@
 import { Writable } from 'node:stream';
 import { BackpressureError, CancelledError, ExportManager } from '@spark-export/core';
+import { describeLimiterContract } from '@spark-export/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LeaseLostError, RedisLimiter, type RedisLimiterOptions, type RedisRelease } from '../src/index.js';
 import { deferred, type RedisServer, requireRedisServer, startRedis, uniquePrefix } from './redis-server.js';
@@ -18,8 +19,7 @@ describe.skipIf(!bin)('RedisLimiter (real redis-server)', () => {
   /** A limiter on a connection of its own: one "replica". */
   const replica = (options: Partial<RedisLimiterOptions> & { prefix: string }) =>
     new RedisLimiter({ redis: server.client(), limit: 1, retryIntervalMs: 20, ...options });
-  // The shared contract suite goes here once it is on this branch:
-  // describeLimiterContract('RedisLimiter', (limit) => replica({ limit, prefix: uniquePrefix() }));
+  describeLimiterContract('RedisLimiter', (limit) => replica({ limit, prefix: uniquePrefix() }));
 
   it('never grants more than the limit across two replicas', async () => {
     const prefix = uniquePrefix();
