@@ -10,8 +10,8 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { type ExportStorage, isJobId, type StorageWrite } from '@spark-export/core';
+import { attachmentDisposition } from '@spark-export/core/http';
 import { checkFileName, checkInteger, describeValue, isFileName } from './checks.js';
-import { attachmentDisposition } from './content-disposition.js';
 import { MAX_COPY_OBJECT_BYTES } from './copy.js';
 import { listKeys, listUploads } from './listing.js';
 import { isNotFound } from './s3-errors.js';
@@ -184,8 +184,14 @@ export class S3ExportStorage implements ExportStorage {
     });
   }
 
-  /** The committed file's size; `undefined` when there is no such object. Other failures throw. */
+  /**
+   * The committed file's size; `undefined` when there is no such object, or when `name` is not
+   * a stored file's name (no request is made for it). Other failures throw.
+   */
   async stat(name: string): Promise<{ bytes: number } | undefined> {
+    // A name like `sub/../<name>` is no file of ours, and a server or proxy that normalizes the
+    // request path would find the real one: the answer is "none", without asking.
+    if (!isFileName(name)) return undefined;
     try {
       const head = await this.client.send(
         new HeadObjectCommand({ Bucket: this.bucket, Key: this.keyOf(name) }),
@@ -198,6 +204,10 @@ export class S3ExportStorage implements ExportStorage {
     }
   }
 
+  /**
+   * The object's bytes, or the inclusive range `start..end`. Throws when the store answers a
+   * range with other bytes than those asked for (or with the whole object).
+   */
   async read(name: string, range?: { start: number; end: number }): Promise<Readable> {
     const result = await this.client.send(
       new GetObjectCommand({
@@ -207,7 +217,19 @@ export class S3ExportStorage implements ExportStorage {
       }),
     );
     // In Node the SDK's body is the IncomingMessage (a Readable) with helper methods mixed in.
-    return result.Body as Readable;
+    const body = result.Body as Readable;
+    // The handler has already sent `Content-Range: bytes start-end/size`: a store that serves
+    // other bytes (one that ignores `Range`, or reads an end of 0 as "to the end") would make it
+    // a silently corrupt download, so it fails here instead.
+    if (range && !result.ContentRange?.startsWith(`bytes ${range.start}-${range.end}/`)) {
+      body?.destroy();
+      throw new Error(
+        `The object store answered the range ${range.start}-${range.end} of ${name} with ${
+          result.ContentRange === undefined ? 'no Content-Range' : JSON.stringify(result.ContentRange)
+        }`,
+      );
+    }
+    return body;
   }
 
   async remove(name: string): Promise<void> {
@@ -217,7 +239,8 @@ export class S3ExportStorage implements ExportStorage {
   /**
    * Aborts the multipart uploads and deletes the temporary objects that no write of this
    * process owns, and deletes the files under the prefix that no job claims. Other keys under
-   * the prefix are left alone. Returns the names (relative to the prefix) of the objects removed.
+   * the prefix are left alone. Returns the keys (relative to the prefix) of the uploads aborted
+   * and the objects deleted, each once.
    */
   async removeOrphans(keep: ReadonlySet<string>): Promise<string[]> {
     const ours = (key: string) => {
@@ -229,12 +252,17 @@ export class S3ExportStorage implements ExportStorage {
     for await (const upload of listUploads(this.client, this.bucket, this.prefix)) {
       if (ours(upload.key) && !this.#active.has(upload.key)) uploads.push(upload);
     }
+    const removed = new Set<string>();
     for (const { key, uploadId } of uploads) {
       await this.client
         .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }))
         .catch((error: unknown) => {
           if (!isNotFound(error)) throw error;
         });
+      // An upload is what a process that died while writing leaves behind: it is named like the
+      // objects, unless it was a copy onto a file that a job claims (that file stays).
+      const relative = key.slice(this.prefix.length);
+      if (!keep.has(relative)) removed.add(relative);
     }
 
     const orphans: string[] = [];
@@ -247,8 +275,9 @@ export class S3ExportStorage implements ExportStorage {
     // that S3-compatible stores disagree about, and orphans are few.
     for (const key of orphans) {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+      removed.add(key.slice(this.prefix.length));
     }
-    return orphans.map((key) => key.slice(this.prefix.length));
+    return [...removed];
   }
 
   /**
@@ -263,7 +292,9 @@ export class S3ExportStorage implements ExportStorage {
     const command = new GetObjectCommand({
       Bucket: this.bucket,
       Key: this.keyOf(name),
-      ResponseContentDisposition: attachmentDisposition(options.filename),
+      // The extension as the handler passes it (`.csv`, `.ndjson.gz`): the name's part after the
+      // job id, which has no dot.
+      ResponseContentDisposition: attachmentDisposition(options.filename, name.slice(name.indexOf('.'))),
       ResponseContentType: options.contentType,
     });
     return getSignedUrl(this.client, command, {

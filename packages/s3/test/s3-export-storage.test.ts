@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   CreateMultipartUploadCommand,
@@ -5,15 +6,40 @@ import {
   S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
+import { attachmentDisposition } from '@spark-export/core/http';
 import { describeExportStorageContract } from '@spark-export/core/testing';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+// What the handler passes as the extension; not on core's public surface.
+import { fileExtension } from '../../core/src/http/download.js';
 import { createS3Client, S3ExportStorage } from '../src/index.js';
 import { content, jobId, MiB, readAll, sha256, useFakeS3, writeAll } from './support/helpers.js';
 
 // Listings answer two entries a page, so that every listing the storage makes is paginated.
 const { s3, makeStorage, keys, uploads, head, requestsOf } = useFakeS3({ pageSize: 2 });
 
-describeExportStorageContract('S3ExportStorage', () => makeStorage());
+describeExportStorageContract('S3ExportStorage', () => makeStorage(), {
+  // A write abandoned in this process is still this process's upload, which removeOrphans()
+  // leaves alone; and a small one has sent nothing yet (the SDK puts bodies under a part in one
+  // PutObject at the end). What a process that died mid-write leaves is an open multipart
+  // upload under `.partial/`, with a part.
+  leavePartial: (storage, id) => leaveCrashedUpload(storage, id),
+  // The store refuses the publishing copy, after the upload completed.
+  breakCommit: async (storage, write) => {
+    const target = `/${storage.bucket}/${storage.keyOf(write.name)}`;
+    s3().failNext((request) => request.operation === 'CopyObject' && request.path === target);
+  },
+});
+
+/** What a process that died while uploading `id`'s file leaves: a multipart upload with one part. */
+async function leaveCrashedUpload(storage: S3ExportStorage, id: string): Promise<void> {
+  const { client, bucket } = s3();
+  const Key = `${storage.prefix}.partial/${id}.csv.0123456789ab`;
+  const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key }));
+  await client.send(
+    new UploadPartCommand({ Bucket: bucket, Key, UploadId, PartNumber: 1, Body: content(1000) }),
+  );
+}
 
 describe('S3ExportStorage writes', () => {
   it('streams a file as a multipart upload and publishes it, with its sha256, only on commit', async () => {
@@ -209,9 +235,47 @@ describe('S3ExportStorage reads', () => {
     await storage.remove(write.name); // removing a missing file is no error
   });
 
-  it('refuses names that are not stored export file names', async () => {
+  it('reads the first byte alone (bytes=0-0), as S3 serves it', async () => {
     const storage = makeStorage();
-    await expect(storage.stat('../other/secret')).rejects.toThrow(/Expected a stored export file name/);
+    const data = content(1000);
+    const write = await storage.createWrite(jobId(), { extension: 'csv', contentType: 'text/csv' });
+    await writeAll(write, data);
+    await write.commit({ bytes: data.length, sha256: sha256(data), contentType: 'text/csv' });
+    expect(await readAll(await storage.read(write.name, { start: 0, end: 0 }))).toEqual(data.subarray(0, 1));
+  });
+
+  it('fails a read whose range the store answers with other bytes, instead of serving them', async () => {
+    const name = `${jobId()}.csv`;
+    const answer = (ContentRange: string | undefined) => {
+      const body = Readable.from([Buffer.from('the whole object')]);
+      const storage = new S3ExportStorage({
+        client: { send: async () => ({ Body: body, ContentRange }) } as unknown as S3Client,
+        bucket: 'exports',
+      });
+      return { storage, body };
+    };
+    for (const [ContentRange, said] of [
+      ['bytes 0-999/1000', '"bytes 0-999/1000"'],
+      [undefined, 'no Content-Range'],
+    ] as const) {
+      const { storage, body } = answer(ContentRange);
+      await expect(storage.read(name, { start: 0, end: 0 })).rejects.toThrow(
+        `The object store answered the range 0-0 of ${name} with ${said}`,
+      );
+      expect(body.destroyed).toBe(true);
+    }
+    const { storage } = answer('bytes 10-19/1000');
+    await expect(storage.read(name, { start: 10, end: 19 })).resolves.toBeDefined();
+  });
+
+  it('refuses names that are not stored export file names; stat() finds no file under one, unasked', async () => {
+    const storage = makeStorage();
+    const from = s3().requests.length;
+    expect(await storage.stat('../other/secret')).toBeUndefined();
+    expect(await storage.stat(`sub/../${jobId()}.csv`)).toBeUndefined();
+    expect(requestsOf(storage, from)).toEqual([]);
+    await expect(storage.read('../other/secret')).rejects.toThrow(/Expected a stored export file name/);
+    await expect(storage.remove('../other/secret')).rejects.toThrow(/Expected a stored export file name/);
     await expect(
       storage.createWrite('exp_short', { extension: 'csv', contentType: 'text/csv' }),
     ).rejects.toThrow(/Expected a job id/);
@@ -256,7 +320,16 @@ describe('S3ExportStorage.removeOrphans', () => {
 
     const removed = await storage.removeOrphans(new Set([claimed]));
 
-    expect(removed.sort()).toEqual([...unclaimed, '.partial/a.csv.0123', '.partial/b.csv.4567'].sort());
+    expect(removed.sort()).toEqual(
+      [
+        ...unclaimed,
+        '.partial/a.csv.0123',
+        '.partial/b.csv.4567',
+        '.partial/c.csv.1',
+        '.partial/d.csv.2',
+        '.partial/e.csv.3',
+      ].sort(),
+    );
     expect(await keys(storage)).toEqual([claimed, 'notes.txt', 'sub/x.csv'].sort());
     expect(await uploads(storage)).toEqual([expect.stringMatching(new RegExp(`^\\.partial/${id}\\.csv\\.`))]);
 
@@ -289,6 +362,47 @@ describe('S3ExportStorage.downloadUrl', () => {
     );
     expect(response.headers.get('content-type')).toBe('text/csv; charset=utf-8');
     expect(Buffer.from(await response.arrayBuffer())).toEqual(data);
+  });
+
+  it('saves under the name the HTTP handler gives the file, for any file name and format', async () => {
+    const storage = makeStorage();
+    // As the manager names stored files and downloads: `<job id>.<format>[.gz]`, and the
+    // requested name with that extension.
+    const formats = fc.constantFrom(
+      { format: 'csv', compression: undefined },
+      { format: 'ndjson', compression: 'gzip' },
+      { format: 'json', compression: undefined },
+    );
+    const names = fc.oneof(
+      fc.string({ unit: 'binary' }),
+      fc.string({
+        unit: fc.constantFrom('a', ' ', '.', '%', '"', '\\', '/', 'ü', '＂', '／', '＼', '\r', '€', '(', '*'),
+      }),
+    );
+    await fc.assert(
+      fc.asyncProperty(formats, names, async ({ format, compression }, requested) => {
+        const extension = fileExtension(format, compression);
+        const filename = requested.toLowerCase().endsWith(extension) ? requested : `${requested}${extension}`;
+        const url = await storage.downloadUrl(`${jobId()}${extension}`, {
+          filename,
+          contentType: 'text/plain',
+          expiresInSeconds: 60,
+        });
+        expect(new URL(url!).searchParams.get('response-content-disposition')).toBe(
+          attachmentDisposition(filename, extension),
+        );
+      }),
+      { numRuns: 500 },
+    );
+    // A name of dots alone: what is left before the extension is `download`, not nothing.
+    const url = await storage.downloadUrl(`${jobId()}.csv`, {
+      filename: '....csv',
+      contentType: 'text/csv',
+      expiresInSeconds: 60,
+    });
+    expect(new URL(url!).searchParams.get('response-content-disposition')).toBe(
+      'attachment; filename="download.csv"',
+    );
   });
 
   it('takes presign.expiresInSeconds over the manager’s; none with proxy: true or presign: false', async () => {

@@ -84,7 +84,8 @@ function s3Error(ctx: S3rverContext, status: number, code: string, message: stri
  * documents them: AbortMultipartUpload (s3rver answers 405), ListMultipartUploads (501) and
  * UploadPartCopy (501). Its ListObjectsV2 fails on Node 17+ as soon as a listing is truncated
  * (its continuation tokens use DES, which OpenSSL 3 no longer offers), so listings are
- * answered here too, from s3rver's store. Everything else is s3rver's.
+ * answered here too, from s3rver's store; and its GetObject answers `Range: bytes=0-0` with the
+ * whole object, which is cut to its first byte here. Everything else is s3rver's.
  */
 export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> {
   const directory = await mkdtemp(join(tmpdir(), 'spark-s3-'));
@@ -247,6 +248,18 @@ export async function startFakeS3(options: FakeS3Options = {}): Promise<FakeS3> 
               .join('') +
             '</ListBucketResult>',
         );
+      }
+      case 'GetObject': {
+        await next();
+        // s3rver's store reads an end of 0 as absent (`options.end || Infinity`) and serves the
+        // whole object, with `Content-Range: bytes 0-<last>/<size>`. S3 serves the first byte.
+        if (ctx.status === 206 && /^bytes=0-0$/.test(String(ctx.headers.range))) {
+          (ctx.body as { destroy?: () => void } | undefined)?.destroy?.();
+          const file = await readFile(server.store.getResourcePath(name, key, 'object'));
+          ctx.body = file.subarray(0, 1);
+          ctx.set('Content-Range', `bytes 0-0/${file.length}`);
+        }
+        return;
       }
       case 'UploadPart':
         await next();
