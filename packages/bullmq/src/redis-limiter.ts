@@ -1,4 +1,4 @@
-import { BackpressureError, CancelledError, type Limiter, type Release } from '@spark-export/core';
+import { BackpressureError, CancelledError, type Limiter } from '@spark-export/core';
 import type { Redis } from 'ioredis';
 import { checkPositiveInteger, checkPrefix, describeValue } from './checks.js';
 import type { LeaseLostError } from './errors.js';
@@ -8,7 +8,7 @@ import { Lease } from './lease.js';
 export interface RedisLimiterOptions {
   /**
    * The ioredis client the leases are taken, refreshed and released on. The limiter never
-   * closes it: close it yourself after `await limiter.close()`.
+   * closes it: close it yourself after `await limiter.close()` and `await limiter.drained()`.
    */
   redis: Redis;
   /**
@@ -45,9 +45,9 @@ export interface RedisLimiterOptions {
   retryIntervalMs?: number;
   /**
    * Told when a held lease is lost: Redis refused its refresh (another replica counted it as
-   * expired) or it could not be refreshed for `lockTimeoutMs`. The export holding it runs
-   * outside the cluster-wide limit from then on and should be failed; the permit's
-   * `signal` aborts with the same error, for the code that runs the export.
+   * expired) or it could not be refreshed for `lockTimeoutMs`. The export holding it would run
+   * outside the cluster-wide limit from then on, so the permit's `signal` aborts with the same
+   * error, and `ExportManager` ends that export with it (`INTERRUPTED`). For logs and alerts.
    * @default () => {}
    */
   onLeaseLost?: (error: LeaseLostError) => void;
@@ -62,8 +62,13 @@ export interface RedisLimiterOptions {
   random?: () => number;
 }
 
-/** A permit of a {@link RedisLimiter}: call it to release; `signal` aborts if its lease is lost. */
-export type RedisRelease = Release & { readonly signal: AbortSignal };
+/**
+ * A permit of a {@link RedisLimiter}, as core's `Release`: call it to release (a second call
+ * counts for nothing and returns the same promise). The promise settles once the lease is
+ * removed from Redis and never rejects (a failed removal goes to `onError`, and the lease then
+ * expires). `signal` aborts with a {@link LeaseLostError} if the lease is lost while held.
+ */
+export type RedisRelease = (() => Promise<void>) & { readonly signal: AbortSignal };
 
 interface Waiter {
   resolve: (release: RedisRelease) => void;
@@ -96,6 +101,10 @@ export class RedisLimiter implements Limiter {
   readonly #random: () => number;
   readonly #waiters: Waiter[] = [];
   readonly #releasing = new Set<Promise<void>>();
+  /** Attempts of {@link tryAcquire} on their way: close() waits for them, one may take a lease. */
+  readonly #trying = new Set<Promise<unknown>>();
+  /** Callers of {@link drained} waiting for the last held permit to be released. */
+  readonly #drainWaiters: (() => void)[] = [];
   #limit: number;
   #active = 0;
   #polling = false;
@@ -105,7 +114,6 @@ export class RedisLimiter implements Limiter {
   #nudged = false;
   #closed = false;
   #closing: Promise<void> | undefined;
-  #idle: (() => void) | undefined;
 
   constructor(options: RedisLimiterOptions) {
     if (typeof options?.redis?.evalsha !== 'function') {
@@ -155,16 +163,24 @@ export class RedisLimiter implements Limiter {
    * One attempt, no waiting: a permit if the cluster has one free and nobody in this process
    * waits ahead. Rejects when Redis cannot be reached.
    */
-  async tryAcquire(): Promise<RedisRelease | undefined> {
-    if (this.#closed || this.#waiters.length > 0) return undefined;
-    const lease = await this.#attempt();
-    if (!lease) return undefined;
-    // A close() during the round trip wins.
-    if (this.#closed) {
-      this.#giveBack(lease);
-      return undefined;
-    }
-    return this.#grant(lease);
+  tryAcquire(): Promise<RedisRelease | undefined> {
+    if (this.#closed || this.#waiters.length > 0) return Promise.resolve(undefined);
+    const trying = (async () => {
+      const lease = await this.#attempt();
+      if (!lease) return undefined;
+      // A close() during the round trip wins.
+      if (this.#closed) {
+        this.#giveBack(lease);
+        return undefined;
+      }
+      return this.#grant(lease);
+    })();
+    this.#trying.add(trying);
+    void trying.then(
+      () => this.#trying.delete(trying),
+      () => this.#trying.delete(trying),
+    );
+    return trying;
   }
 
   /**
@@ -190,9 +206,13 @@ export class RedisLimiter implements Limiter {
   }
 
   /**
-   * Turns new and waiting callers away (`shutting_down`). Permits already held stay valid, and
-   * their leases are refreshed, until they are released; the promise resolves once every permit
-   * of this process is released and its release has reached Redis. Safe to call more than once.
+   * Stops handing out permits: waiting and new callers are turned away (`shutting_down`) at
+   * once. Permits already held stay valid, and their leases are refreshed, until they are
+   * released. The promise resolves once no permit can be granted any more (the attempts that
+   * were on their way have ended, a lease one of them took is given back) and the releases
+   * already on their way have reached Redis; it does not wait for held permits, because their
+   * holders may well await close() before they release (see {@link drained}). Safe to call more
+   * than once.
    */
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
@@ -203,11 +223,37 @@ export class RedisLimiter implements Limiter {
     }
     this.#nudge();
     this.#closing = (async () => {
-      if (this.#active > 0) await new Promise<void>((resolve) => (this.#idle = resolve));
-      await this.#pollDone;
+      await Promise.allSettled([this.#pollDone, ...this.#trying]);
       await Promise.allSettled([...this.#releasing]);
     })();
     return this.#closing;
+  }
+
+  /**
+   * Resolves once this process holds no permit and every release has reached Redis (or failed,
+   * told to `onError`): after this the connection can be closed without leaving a lease behind
+   * to expire. Call it after {@link close}; on an open limiter it resolves at the first moment
+   * nothing is held, though permits may be granted again afterwards.
+   *
+   * @example
+   * ```ts
+   * await manager.close(); // ends the exports, which release their permits
+   * await limiter.close();
+   * await limiter.drained();
+   * redis.disconnect();
+   * ```
+   */
+  async drained(): Promise<void> {
+    await this.#closing;
+    for (;;) {
+      if (this.#active > 0) {
+        await new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
+      } else if (this.#releasing.size > 0) {
+        await Promise.allSettled([...this.#releasing]);
+      } else {
+        return;
+      }
+    }
   }
 
   /** The leases held across the cluster right now (expired ones not counted), for dashboards. */
@@ -289,23 +335,25 @@ export class RedisLimiter implements Limiter {
 
   #grant(lease: Lease): RedisRelease {
     this.#active++;
-    let released = false;
+    let released: Promise<void> | undefined;
     const release = () => {
-      if (released) return;
-      released = true;
+      if (released) return released;
       this.#active--;
-      this.#giveBack(lease);
+      released = this.#giveBack(lease);
       // Commands on one connection run in order: the next attempt sees this permit free.
       this.#nudge();
-      if (this.#active === 0) this.#idle?.();
+      if (this.#active === 0) for (const resolve of this.#drainWaiters.splice(0)) resolve();
+      return released;
     };
     return Object.assign(release, { signal: lease.signal });
   }
 
-  #giveBack(lease: Lease): void {
+  /** Removes the lease from Redis; the promise never rejects (a failure goes to `onError`). */
+  #giveBack(lease: Lease): Promise<void> {
     const released = lease.giveBack().catch((error: unknown) => this.#report(this.#onError, error));
     this.#releasing.add(released);
     void released.finally(() => this.#releasing.delete(released));
+    return released;
   }
 
   #drop(waiter: Waiter, error: unknown): void {

@@ -182,32 +182,115 @@ describe.skipIf(!bin)('RedisLimiter (real redis-server)', () => {
     await Promise.all([a.close(), b.close()]);
   });
 
-  it('closes: waiters and new callers are turned away, held permits stay valid until released', async () => {
+  it('closes without waiting for held permits; drained() waits until the last one is back in Redis', async () => {
     const prefix = uniquePrefix();
     const other = replica({ prefix });
     const limiter = replica({ prefix, limit: 1, refreshIntervalMs: 100, lockTimeoutMs: 1000 });
     const permit = await limiter.acquire({});
-    const waiting = limiter.acquire({});
-    let closed = false;
-    const closing = limiter.close().then(() => {
-      closed = true;
-    });
-    const refused = await waiting.catch((reason: unknown) => reason);
+    const waiting = limiter.acquire({}).catch((reason: unknown) => reason);
+    // Resolves while the permit is held: its holder may await close() before releasing.
+    await limiter.close();
+    const refused = await waiting;
     expect(refused).toBeInstanceOf(BackpressureError);
     expect((refused as BackpressureError).reason).toBe('shutting_down');
     expect(await limiter.tryAcquire()).toBeUndefined();
     await expect(limiter.acquire({})).rejects.toBeInstanceOf(BackpressureError);
+    expect(limiter.active).toBe(1);
+    let drained = false;
+    const draining = limiter.drained().then(() => {
+      drained = true;
+    });
     // Still held (and refreshed) after close: nobody else gets it.
     expect(await other.tryAcquire()).toBeUndefined();
     expect(await other.held()).toBe(1);
-    expect(closed).toBe(false);
-    permit();
-    await closing;
+    expect(drained).toBe(false);
+    const released = permit();
+    expect(permit(), 'a second release is the same release').toBe(released);
+    let removed = false;
+    void released.then(() => {
+      removed = true;
+    });
+    await draining;
+    expect(limiter.active).toBe(0);
+    expect(removed, 'drained() should wait until the lease is removed, not only released').toBe(true);
     expect(await other.held()).toBe(0);
     const next = await other.tryAcquire();
     expect(next).toBeDefined();
-    next?.();
+    await next?.();
     await other.close();
+  });
+
+  it('close() waits for a tryAcquire() on its way, whose lease goes back to Redis', async () => {
+    const prefix = uniquePrefix();
+    const other = replica({ prefix });
+    const limiter = replica({ prefix, limit: 1 });
+    let settled = false;
+    const trying = limiter.tryAcquire().finally(() => {
+      settled = true;
+    });
+    await limiter.close();
+    expect(settled, 'close() should resolve after the attempt on its way').toBe(true);
+    expect(await trying, 'close() during the round trip wins').toBeUndefined();
+    expect(limiter.active).toBe(0);
+    expect(await other.held()).toBe(0);
+    await limiter.drained();
+    await other.close();
+  });
+
+  it('a stream whose lease is lost ends with the LeaseLostError and frees its slot', async () => {
+    const prefix = uniquePrefix();
+    const lost = deferred<LeaseLostError>();
+    const started = deferred();
+    const gate = deferred();
+    const limiter = replica({
+      prefix,
+      limit: 1,
+      lockTimeoutMs: 5000,
+      refreshIntervalMs: 100,
+      onLeaseLost: lost.resolve,
+    });
+    const datasets = {
+      held: {
+        // Deaf to the abort signal: the slot must come free all the same.
+        source: async function* () {
+          yield { n: 1 };
+          started.resolve();
+          await gate.promise;
+          yield { n: 2 };
+        },
+      },
+      quick: {
+        source: async function* () {
+          yield { n: 1 };
+        },
+      },
+    };
+    const manager = new ExportManager({ limiter, maxQueued: 0, metrics: false, datasets });
+    const running = manager
+      .stream({ dataset: 'held', format: 'ndjson' }, sink())
+      .catch((reason: unknown) => reason);
+    await started.promise;
+    expect(limiter.active).toBe(1);
+    const full = await manager
+      .stream({ dataset: 'quick', format: 'ndjson' }, sink())
+      .catch((reason: unknown) => reason);
+    expect((full as BackpressureError).reason, 'the only slot is held').toBe('concurrency_limit');
+
+    // As if another replica had pruned the lease as expired: the next refresh is refused.
+    await server.client().del(`${prefix}limiter`);
+    const error = await running;
+    expect(error).toBe(await lost.promise);
+    expect(error).toBeInstanceOf(LeaseLostError);
+    expect((error as LeaseLostError).code).toBe('INTERRUPTED');
+    expect(limiter.active, 'the stream gave its permit back').toBe(0);
+
+    const next = await manager.stream({ dataset: 'quick', format: 'ndjson' }, sink());
+    expect(next.rows).toBe(1);
+    gate.resolve();
+    await manager.close();
+    await limiter.close();
+    await limiter.drained();
+    expect(await limiter.held()).toBe(0);
   });
 
   it('checks its options', () => {
