@@ -13,6 +13,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const REPOSITORY = 'https://github.com/spark-export/spark-export';
 const PUBLISHED = [
   'packages/core',
+  'packages/bullmq',
+  'packages/s3',
   'packages/express-adapter',
   'packages/koa-adapter',
   'packages/fastify-plugin',

@@ -53,8 +53,10 @@ ln -s ../../data "$out/examples/sidecar/data"
 # Production dependencies of the sidecar only, exactly as locked. better-sqlite3 runs its
 # install script (a prebuilt binary when one can be downloaded, else a build from source with
 # python3, make and g++); the root package.json's allowScripts approves it for npm 11.
+# Optional ones are left out too: vitest, an optional peer of core (for its /testing suites)
+# and a dev dependency of the repository, is locked as "devOptional", which --omit=dev keeps.
 cd "$out"
-npm ci --omit=dev --workspace @spark-export/sidecar --include-workspace-root=false \
+npm ci --omit=dev --omit=optional --workspace @spark-export/sidecar --include-workspace-root=false \
   --no-audit --no-fund --loglevel=error
 
 # Fail here, not at the first request, when the native module or a workspace link is broken.

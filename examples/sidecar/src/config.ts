@@ -2,10 +2,10 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ColumnSpec, FormatName, ParamSpec } from '@spark-export/core';
+import { describeValue } from '@spark-export/core';
 import { Ajv, type ErrorObject } from 'ajv';
 import { configSchema, SOURCE_TYPES } from './config-schema.js';
 import { demoConfig } from './demo.js';
-import { describeValue } from './sources/errors.js';
 
 export interface SqliteSourceConfig {
   type: 'sqlite';

@@ -1,11 +1,10 @@
 import { realpathSync, statSync } from 'node:fs';
 import { extname, resolve } from 'node:path';
 import type { DatasetDefinition, Params, SourceContext } from '@spark-export/core';
-import { defineDataset } from '@spark-export/core';
+import { defineDataset, describeValue } from '@spark-export/core';
 import Database from 'better-sqlite3';
 import { ConfigError, type DatasetConfig, type LoadedConfig } from './config.js';
 import { seedDemoDatabase } from './demo.js';
-import { describeValue } from './sources/errors.js';
 import { type FileSourceOptions, isInside, openFileSource, pathPlaceholders } from './sources/file.js';
 import { type HttpJsonSourceOptions, openHttpJsonSource } from './sources/http-json.js';
 import { compilePostgresQuery, openPostgresSource, PostgresPools } from './sources/postgres.js';

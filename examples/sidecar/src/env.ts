@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
+import { describeValue } from '@spark-export/core';
 import { ConfigError } from './config.js';
-import { describeValue } from './sources/errors.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];

@@ -1,11 +1,15 @@
-// The public surface of @spark-export/core. Everything exported here is covered by semver;
-// anything else is internal.
+// The public surface of @spark-export/core: what users of the library need. Everything exported
+// here is covered by semver; anything else is internal. Plumbing for adapter authors is on
+// `@spark-export/core/http`, the contract suites on `@spark-export/core/testing`.
+// (Groups are in the order Biome keeps exports: by module path.)
 
-// Seams: where jobs, files and slots live. The built-in implementations, and the interfaces
-// a shared backend (Redis, S3) implements; their contract suites are in `@spark-export/core/testing`.
+// Admission: the local limiter, and the seam a shared one implements.
 export type { Limiter, Release } from './admission/limiter.js';
-export { RetryAfterEstimator, type RetryAfterEstimatorOptions } from './admission/retry-after.js';
+export type { RetryAfterEstimatorOptions } from './admission/retry-after.js';
 export { type AcquireOptions, Semaphore, type SemaphoreOptions } from './admission/semaphore.js';
+// Helpers for integrations (a sidecar, a store): one wording for option and input checks.
+export { checkInteger, describeValue } from './checks.js';
+// Datasets and their params.
 export {
   type Dataset,
   type DatasetDefinition,
@@ -20,8 +24,23 @@ export {
   type Row,
   type RowSource,
   type SourceContext,
-  validateParams,
 } from './dataset.js';
+// Deprecated root exports, kept for compatibility (see each one's TSDoc).
+export {
+  createExportHandler,
+  DURATION_BUCKETS,
+  EXPORT_ROUTES,
+  errorToProblem,
+  fromNodeRequest,
+  PROBLEM_CONTENT_TYPE,
+  RetryAfterEstimator,
+  sendNodeResponse,
+  signDownloadPath,
+  toNodeHandler,
+  validateParams,
+  verifyDownloadSignature,
+} from './deprecated.js';
+// Errors: one base class with stable codes and HTTP statuses.
 export {
   BackpressureError,
   type BackpressureErrorOptions,
@@ -40,7 +59,9 @@ export {
   ValidationError,
   WriteError,
 } from './errors.js';
+// The manager.
 export { ExportManager, type ExportManagerOptions } from './export-manager.js';
+// Formats.
 export { csvFormat, getFormat, jsonFormat, ndjsonFormat } from './formats/index.js';
 export type {
   ColumnSpec,
@@ -51,29 +72,22 @@ export type {
   FormatName,
   RowEncoder,
 } from './formats/types.js';
+// Types of the HTTP API (the handler itself is on `@spark-export/core/http`).
 export {
   createDownloadSigner,
-  createExportHandler,
   type DownloadSigner,
   type DownloadSignerOptions,
-  EXPORT_ROUTES,
   type ExportHttpHandler,
   type ExportHttpRequest,
   type ExportHttpResponse,
   type ExportRoutesHandler,
   type ExportRoutesOptions,
-  errorToProblem,
   type FromNodeRequestOptions,
-  fromNodeRequest,
   type JobResource,
-  PROBLEM_CONTENT_TYPE,
   type Problem,
-  sendNodeResponse,
-  signDownloadPath,
   type ToNodeHandlerOptions,
-  toNodeHandler,
-  verifyDownloadSignature,
 } from './http/index.js';
+// Jobs, and the seams where their records and files live.
 export type { ExportStorage, StorageWrite } from './jobs/export-storage.js';
 export { FileJobStore, type FileJobStoreOptions } from './jobs/file-job-store.js';
 export {
@@ -82,13 +96,14 @@ export {
   type Job,
   type JobErrorInfo,
   type JobFile,
+  type JobRecord,
   type JobStatus,
 } from './jobs/job.js';
-export type { JobQuery, JobStore } from './jobs/job-store.js';
+export { type JobQuery, type JobStore, matchesQuery, newestFirst } from './jobs/job-store.js';
 export { LocalExportStorage } from './jobs/local-storage.js';
 export type { RetentionOptions } from './jobs/retention.js';
+// Metrics.
 export {
-  DURATION_BUCKETS,
   type ExportMetrics,
   type ExportMetricsOptions,
   type ExportOutcome,
@@ -96,7 +111,14 @@ export {
 } from './metrics.js';
 export type { ExportTimeLimits } from './pipeline/time-limits.js';
 export type { ExportRequest } from './request.js';
-export { fromJsonArray, fromNdjson, type JsonArrayOptions } from './sources.js';
+// Sources: incremental parsers and cursors as row sources.
+export {
+  type BatchSourceOptions,
+  fromBatches,
+  fromJsonArray,
+  fromNdjson,
+  type JsonArrayOptions,
+} from './sources.js';
 export type {
   CallerOptions,
   ExportManagerEvents,

@@ -4,8 +4,8 @@ import jsonlParser from 'stream-chain/jsonl/parser.js';
 import { parser } from 'stream-json';
 import { pick } from 'stream-json/filters/pick.js';
 import { streamArray } from 'stream-json/streamers/stream-array.js';
-import type { Row, RowSource } from './dataset.js';
-import { describeValue, ValidationError } from './errors.js';
+import type { Row } from './dataset.js';
+import { describeValue } from './errors.js';
 
 type ByteSource = Readable | AsyncIterable<Uint8Array | string>;
 
@@ -56,4 +56,79 @@ function toReadable(input: ByteSource): Readable {
     return Readable.from(input, { objectMode: false });
   }
   throw new TypeError(`Expected a Readable or an async iterable of bytes, got ${describeValue(input)}`);
+}
+
+export interface BatchSourceOptions {
+  /** The next batch of rows, or `null` at the end. Never called again while one call is pending. */
+  readBatch(): Row[] | null | Promise<Row[] | null>;
+  /** Frees the cursor or connection. Called once, after the last `readBatch` settled. */
+  close(): void | Promise<void>;
+  /** Rows buffered ahead of the export. @default 1000 */
+  highWaterMark?: number;
+  /** Destroys the source (and so closes the cursor) when aborted: pass the source context's signal. */
+  signal: AbortSignal;
+  /** Turns an error of `readBatch` into the error the source fails with. */
+  mapError?: (error: unknown) => unknown;
+}
+
+/**
+ * A row source over a cursor that reads batches (a database cursor, a paginated API): an
+ * object-mode Readable that reads one batch per event-loop turn. The export drains what is
+ * buffered without a promise per row; the turn before each batch keeps a synchronous driver
+ * (better-sqlite3) from holding the event loop while several exports run.
+ *
+ * @example
+ * ```ts
+ * source: (params, { signal }) => {
+ *   const rows = db.prepare('select * from orders').iterate();
+ *   return fromBatches({ signal, readBatch: () => take(rows, 100), close: () => rows.return?.() });
+ * }
+ * ```
+ */
+export function fromBatches(options: BatchSourceOptions): Readable {
+  let pending: Promise<unknown> | undefined;
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await pending?.catch(() => {});
+    await options.close();
+  };
+  const stream = new Readable({
+    objectMode: true,
+    highWaterMark: options.highWaterMark ?? 1000,
+    read() {
+      if (pending) return;
+      pending = new Promise<void>((resolve) => setImmediate(resolve))
+        .then(() => (stream.destroyed ? null : options.readBatch()))
+        .then(
+          (rows) => {
+            pending = undefined;
+            if (stream.destroyed) return;
+            if (rows === null) {
+              stream.push(null);
+              return;
+            }
+            for (const row of rows) stream.push(row);
+            // An empty batch is not the end; ask again.
+            if (rows.length === 0) stream.read(0);
+          },
+          (error: unknown) => {
+            pending = undefined;
+            stream.destroy((options.mapError?.(error) ?? error) as Error);
+          },
+        );
+    },
+    destroy(error, callback) {
+      options.signal.removeEventListener('abort', onAbort);
+      close().then(
+        () => callback(error),
+        (closeError: unknown) => callback(error ?? (closeError as Error)),
+      );
+    },
+  });
+  const onAbort = () => stream.destroy();
+  if (options.signal.aborted) stream.destroy();
+  else options.signal.addEventListener('abort', onAbort, { once: true });
+  return stream;
 }

@@ -3,6 +3,7 @@ import { realpath } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import {
   ExportError,
+  fromBatches,
   fromJsonArray,
   fromNdjson,
   isExportError,
@@ -10,7 +11,6 @@ import {
   type RowSource,
   type SourceContext,
 } from '@spark-export/core';
-import { batchedReadable } from './batched-readable.js';
 import { sourceFailure } from './errors.js';
 import { streamBatchReader } from './parsed-stream.js';
 
@@ -94,7 +94,7 @@ export async function openFileSource(
     options.format === 'ndjson'
       ? fromNdjson(input)
       : fromJsonArray(input, options.jsonPath ? { path: options.jsonPath } : {});
-  return batchedReadable({
+  return fromBatches({
     highWaterMark: options.batchSize,
     signal: context.signal,
     readBatch: streamBatchReader(parsed, options.batchSize),

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import {
+  fromBatches,
   fromJsonArray,
   fromNdjson,
   isExportError,
@@ -7,7 +8,6 @@ import {
   type RowSource,
   type SourceContext,
 } from '@spark-export/core';
-import { batchedReadable } from './batched-readable.js';
 import { sourceFailure } from './errors.js';
 import { streamBatchReader } from './parsed-stream.js';
 
@@ -129,7 +129,7 @@ export async function openHttpJsonSource(
     stop();
     throw error;
   }
-  return batchedReadable({
+  return fromBatches({
     highWaterMark: options.batchSize,
     signal: context.signal,
     readBatch: streamBatchReader(parsed, options.batchSize),

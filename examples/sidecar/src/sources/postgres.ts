@@ -1,7 +1,7 @@
 import type { Params, Row, RowSource, SourceContext } from '@spark-export/core';
+import { fromBatches } from '@spark-export/core';
 import pg from 'pg';
 import Cursor from 'pg-cursor';
-import { batchedReadable } from './batched-readable.js';
 import { sourceFailure } from './errors.js';
 import { type CompiledQuery, compileNamedParams } from './named-params.js';
 
@@ -88,7 +88,7 @@ export async function openPostgresSource(
   const values = compiled.names.map((name) => params[name] ?? null);
   const cursor = client.query(new Cursor<Row>(compiled.text, values));
   let failed: Error | undefined;
-  return batchedReadable({
+  return fromBatches({
     highWaterMark: options.batchSize,
     signal: context.signal,
     async readBatch() {

@@ -1,6 +1,6 @@
 import type { Params, Row, RowSource, SourceContext } from '@spark-export/core';
+import { fromBatches } from '@spark-export/core';
 import Database from 'better-sqlite3';
-import { batchedReadable } from './batched-readable.js';
 import { sourceFailure } from './errors.js';
 
 export interface SqliteSourceOptions {
@@ -106,7 +106,7 @@ export function openSqliteSource(
     db.close();
     throw sourceFailure(`The SQLite query of dataset "${dataset}" failed${codeOf(error)}`, error);
   }
-  return batchedReadable({
+  return fromBatches({
     highWaterMark: options.batchSize,
     signal: context.signal,
     readBatch() {

@@ -1,12 +1,12 @@
-import { Readable } from 'node:stream';
-import type { Dataset, ParamSpec } from '../dataset.js';
-import { BackpressureError, describeValue, ExportError, NotFoundError, ValidationError } from '../errors.js';
-import { isJobId, type Job } from '../jobs/job.js';
-import type { ExportRequest } from '../request.js';
+import { describeValue, ExportError, NotFoundError, ValidationError } from '../errors.js';
+import type { Job } from '../jobs/job.js';
 import { VERSION } from '../version.js';
 import { readJsonBody } from './body.js';
-import { attachmentDisposition, downloadResponse, fileExtension } from './download.js';
+import { downloadResponse, fileExtension } from './download.js';
 import { errorToProblem, problemResponse } from './problem.js';
+import { badQuery, checkJobRequest, LIST_QUERY_KEYS, streamRequest } from './requests.js';
+import { describeDataset, json, streamHead, streamHeaders, withoutBody } from './resources.js';
+import { ALLOWED_METHODS, matchRoute, type Route, underPrefix } from './routes.js';
 import type { ExportService } from './service.js';
 import { createDownloadSigner, type DownloadSigner, normalizePrefix } from './signing.js';
 import type { ExportHttpHandler, ExportHttpRequest, ExportHttpResponse } from './types.js';
@@ -103,39 +103,6 @@ export interface ExportRoutesHandler extends ExportHttpHandler {
    */
   signDownloadUrl(jobId: string, options?: { owner?: string | undefined; expiresInSeconds?: number }): string;
 }
-
-export type RouteName = 'status' | 'metrics' | 'datasets' | 'jobs' | 'job' | 'cancel' | 'download' | 'stream';
-
-interface Route {
-  name: RouteName;
-  /** A job id (checked) or a dataset name (decoded). */
-  param?: string;
-}
-
-/**
- * The API's routes, relative to the prefix, in Express/Fastify path syntax. Adapters that
- * register routes one by one (Fastify, for `printRoutes()` and per-route hooks) read them here.
- * Every route that answers GET answers HEAD too (RFC 9110): the same status and headers, no body.
- */
-export const EXPORT_ROUTES: readonly { name: RouteName; path: string; methods: readonly string[] }[] = [
-  { name: 'status', path: '/status', methods: ['GET', 'HEAD'] },
-  { name: 'metrics', path: '/metrics', methods: ['GET', 'HEAD'] },
-  { name: 'datasets', path: '/datasets', methods: ['GET', 'HEAD'] },
-  { name: 'jobs', path: '/jobs', methods: ['GET', 'HEAD', 'POST'] },
-  { name: 'job', path: '/jobs/:id', methods: ['GET', 'HEAD', 'DELETE'] },
-  { name: 'cancel', path: '/jobs/:id/cancel', methods: ['POST'] },
-  { name: 'download', path: '/jobs/:id/download', methods: ['GET', 'HEAD'] },
-  { name: 'stream', path: '/stream/:dataset', methods: ['GET', 'HEAD'] },
-];
-
-const ALLOWED = Object.fromEntries(EXPORT_ROUTES.map((route) => [route.name, route.methods])) as Record<
-  RouteName,
-  readonly string[]
->;
-
-const JOB_REQUEST_FIELDS = ['dataset', 'format', 'params', 'columns', 'filename', 'compression'] as const;
-const LIST_QUERY_KEYS = new Set(['status', 'dataset', 'limit', 'cursor']);
-const STREAM_QUERY_KEYS = new Set(['format', 'columns', 'filename', 'compression']);
 
 /**
  * The framework-neutral HTTP API of an export service (an `ExportManager`): routing, validation, error
@@ -404,7 +371,7 @@ export function createExportHandler(
       if (!route || (route.name === 'metrics' && !serveMetrics)) {
         return problemResponse(404, 'NOT_FOUND', 'No route matches this path');
       }
-      const allowed = ALLOWED[route.name];
+      const allowed = ALLOWED_METHODS[route.name];
       if (!allowed.includes(request.method)) {
         return problemResponse(
           405,
@@ -439,110 +406,6 @@ export function createExportHandler(
   });
 }
 
-/** The decoded path segments after the prefix, or `undefined` when the path is not under it. */
-function underPrefix(prefix: string, path: string): string[] | undefined {
-  if (path !== prefix && !path.startsWith(`${prefix}/`)) return undefined;
-  const rest = path.slice(prefix.length);
-  return rest === '' || rest === '/' ? [] : rest.slice(1).split('/');
-}
-
-/**
- * Matches decoded segments to a route. Job ids are checked against the id pattern before
- * anything else, so a path like `jobs/..%2F..%2Fetc%2Fpasswd` is a 404 that touches nothing.
- * Malformed percent-encoding is a 404 too.
- */
-function matchRoute(raw: string[]): Route | undefined {
-  const segments: string[] = [];
-  for (const segment of raw) {
-    try {
-      segments.push(decodeURIComponent(segment));
-    } catch {
-      return undefined;
-    }
-  }
-  const [first, second, third, ...more] = segments;
-  if (more.length > 0) return undefined;
-  if (second === undefined) {
-    if (first === 'status' || first === 'metrics' || first === 'datasets' || first === 'jobs')
-      return { name: first };
-    return undefined;
-  }
-  if (first === 'jobs') {
-    if (!isJobId(second)) return undefined;
-    if (third === undefined) return { name: 'job', param: second };
-    if (third === 'download' || third === 'cancel') return { name: third, param: second };
-    return undefined;
-  }
-  if (first === 'stream' && third === undefined && second !== '') return { name: 'stream', param: second };
-  return undefined;
-}
-
-function checkJobRequest(body: unknown): ExportRequest {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new ValidationError(`Expected the request body to be a JSON object, got ${describeValue(body)}`, {
-      statusCode: 400,
-      code: 'BAD_REQUEST',
-    });
-  }
-  const input = body as Record<string, unknown>;
-  for (const key of Object.keys(input)) {
-    if (!(JOB_REQUEST_FIELDS as readonly string[]).includes(key)) {
-      throw badField(key, `Unknown field "${key.slice(0, 64)}"; expected ${JOB_REQUEST_FIELDS.join(', ')}`);
-    }
-  }
-  const request: Record<string, unknown> = {};
-  for (const field of ['dataset', 'format'] as const) {
-    if (typeof input[field] !== 'string') {
-      throw badField(field, `Expected ${field} to be a string, got ${describeValue(input[field])}`);
-    }
-    request[field] = input[field];
-  }
-  for (const field of ['filename', 'compression'] as const) {
-    const value = input[field];
-    if (value === undefined) continue;
-    if (typeof value !== 'string')
-      throw badField(field, `Expected ${field} to be a string, got ${describeValue(value)}`);
-    request[field] = value;
-  }
-  if (input.params !== undefined) {
-    if (typeof input.params !== 'object' || input.params === null || Array.isArray(input.params)) {
-      throw badField('params', `Expected params to be an object, got ${describeValue(input.params)}`);
-    }
-    request.params = input.params;
-  }
-  if (input.columns !== undefined) {
-    const columns = input.columns;
-    const ok =
-      typeof columns === 'string' ||
-      (Array.isArray(columns) && columns.every((column) => typeof column === 'string'));
-    if (!ok) {
-      throw badField(
-        'columns',
-        `Expected columns to be an array of column names or a comma-separated string, got ${describeValue(columns)}`,
-      );
-    }
-    request.columns = columns;
-  }
-  return request as unknown as ExportRequest;
-}
-
-function streamRequest(dataset: string, query: URLSearchParams): ExportRequest {
-  // Without a prototype, `?__proto__=1` is an own (and so unknown, 422) param like any other;
-  // on a plain object the assignment would only try to change the prototype and be lost.
-  const params: Record<string, string> = Object.create(null);
-  const request: Record<string, unknown> = { dataset, format: 'csv' };
-  for (const key of new Set(query.keys())) {
-    const values = query.getAll(key);
-    const field = STREAM_QUERY_KEYS.has(key) ? key : `params.${key}`;
-    if (values.length > 1)
-      throw badQuery(field, `Expected at most one "${key.slice(0, 64)}" query parameter`);
-    if (STREAM_QUERY_KEYS.has(key)) request[key] = values[0];
-    else params[key] = values[0]!;
-  }
-  request.params = params;
-  return request as unknown as ExportRequest;
-}
-
 /** The default `onError`: an `http:error` event on the manager, or `console.error` if nobody listens. */
 function reportToManager(manager: ExportService): (error: unknown, request: ExportHttpRequest) => void {
   return (error, request) => {
@@ -552,99 +415,10 @@ function reportToManager(manager: ExportService): (error: unknown, request: Expo
   };
 }
 
-/**
- * The answer to `HEAD /stream/:dataset`: the request is checked as for a GET (404, 422, 400,
- * 503 while shutting down), but nothing runs and no slot is taken, so the headers are those of
- * a GET that was admitted. A HEAD that held a slot would only turn the next GET away.
- */
-function streamHead(manager: ExportService, request: ExportRequest): ExportHttpResponse {
-  const { contentType, filename } = manager.describe(request);
-  if (manager.closing) {
-    throw new BackpressureError({
-      reason: 'shutting_down',
-      limit: manager.limit,
-      inFlight: manager.inFlight,
-    });
-  }
-  return {
-    status: 200,
-    headers: streamHeaders(contentType, filename, fileExtension(request.format, request.compression)),
-  };
-}
-
-function streamHeaders(contentType: string, filename: string, extension: string): Record<string, string> {
-  return {
-    'content-type': contentType,
-    'content-disposition': attachmentDisposition(filename, extension),
-    'cache-control': 'no-store',
-    'x-content-type-options': 'nosniff',
-  };
-}
-
-/** A HEAD answer: the status and headers of the GET, its body (a stream is closed) left out. */
-function withoutBody(response: ExportHttpResponse): ExportHttpResponse {
-  if (response.body instanceof Readable) response.body.destroy();
-  const { body: _body, ...rest } = response;
-  return rest;
-}
-
-function describeDataset(dataset: Dataset) {
-  return {
-    name: dataset.name,
-    description: dataset.description ?? null,
-    columns:
-      dataset.columns?.map((column) => ({
-        name: column.name,
-        label: column.label ?? column.name,
-        type: column.type ?? null,
-        description: column.description ?? null,
-      })) ?? null,
-    formats: [...dataset.formats],
-    params: Object.fromEntries(
-      Object.entries(dataset.params ?? {}).map(([name, spec]) => [name, describeParam(spec)]),
-    ),
-  };
-}
-
-function describeParam(spec: ParamSpec) {
-  return {
-    type: spec.type,
-    required: spec.required ?? false,
-    ...(spec.default === undefined ? {} : { default: spec.default }),
-    ...(spec.values === undefined ? {} : { values: [...spec.values] }),
-    ...(spec.min === undefined ? {} : { min: spec.min }),
-    ...(spec.max === undefined ? {} : { max: spec.max }),
-    ...(spec.maxLength === undefined ? {} : { maxLength: spec.maxLength }),
-    ...(spec.description === undefined ? {} : { description: spec.description }),
-  };
-}
-
-function json(status: number, value: unknown, headers: Record<string, string> = {}): ExportHttpResponse {
-  const body = JSON.stringify(value);
-  return {
-    status,
-    headers: {
-      'content-type': 'application/json; charset=utf-8',
-      'content-length': String(Buffer.byteLength(body)),
-      'cache-control': 'no-store',
-      ...headers,
-    },
-    body,
-  };
-}
-
 function isSigned(query: URLSearchParams): boolean {
   return query.has('sig') || query.has('expires');
 }
 
 function forbidden(message: string): ExportError {
   return new ExportError('FORBIDDEN', 403, message);
-}
-
-function badField(field: string, message: string): ValidationError {
-  return new ValidationError(message, { field: field.slice(0, 64), statusCode: 400, code: 'BAD_REQUEST' });
-}
-
-function badQuery(field: string, message: string): ValidationError {
-  return new ValidationError(message, { field: field.slice(0, 64), statusCode: 400, code: 'BAD_REQUEST' });
 }

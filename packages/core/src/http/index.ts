@@ -1,7 +1,6 @@
 export { attachmentDisposition, sanitizeFilename } from './download.js';
 export {
   createExportHandler,
-  EXPORT_ROUTES,
   type ExportRoutesHandler,
   type ExportRoutesOptions,
   type JobResource,
@@ -20,6 +19,7 @@ export {
   problemResponse,
   problemType,
 } from './problem.js';
+export { EXPORT_ROUTES, type RouteName } from './routes.js';
 export {
   computeDownloadSignature,
   createDownloadSigner,

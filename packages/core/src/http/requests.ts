@@ -1,0 +1,89 @@
+import { describeValue, ValidationError } from '../errors.js';
+import type { ExportRequest } from '../request.js';
+
+export const JOB_REQUEST_FIELDS = [
+  'dataset',
+  'format',
+  'params',
+  'columns',
+  'filename',
+  'compression',
+] as const;
+export const LIST_QUERY_KEYS = new Set(['status', 'dataset', 'limit', 'cursor']);
+export const STREAM_QUERY_KEYS = new Set(['format', 'columns', 'filename', 'compression']);
+
+/** The body of `POST /jobs` as an export request, or a 400 naming the field. */
+export function checkJobRequest(body: unknown): ExportRequest {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new ValidationError(`Expected the request body to be a JSON object, got ${describeValue(body)}`, {
+      statusCode: 400,
+      code: 'BAD_REQUEST',
+    });
+  }
+  const input = body as Record<string, unknown>;
+  for (const key of Object.keys(input)) {
+    if (!(JOB_REQUEST_FIELDS as readonly string[]).includes(key)) {
+      throw badField(key, `Unknown field "${key.slice(0, 64)}"; expected ${JOB_REQUEST_FIELDS.join(', ')}`);
+    }
+  }
+  const request: Record<string, unknown> = {};
+  for (const field of ['dataset', 'format'] as const) {
+    if (typeof input[field] !== 'string') {
+      throw badField(field, `Expected ${field} to be a string, got ${describeValue(input[field])}`);
+    }
+    request[field] = input[field];
+  }
+  for (const field of ['filename', 'compression'] as const) {
+    const value = input[field];
+    if (value === undefined) continue;
+    if (typeof value !== 'string')
+      throw badField(field, `Expected ${field} to be a string, got ${describeValue(value)}`);
+    request[field] = value;
+  }
+  if (input.params !== undefined) {
+    if (typeof input.params !== 'object' || input.params === null || Array.isArray(input.params)) {
+      throw badField('params', `Expected params to be an object, got ${describeValue(input.params)}`);
+    }
+    request.params = input.params;
+  }
+  if (input.columns !== undefined) {
+    const columns = input.columns;
+    const ok =
+      typeof columns === 'string' ||
+      (Array.isArray(columns) && columns.every((column) => typeof column === 'string'));
+    if (!ok) {
+      throw badField(
+        'columns',
+        `Expected columns to be an array of column names or a comma-separated string, got ${describeValue(columns)}`,
+      );
+    }
+    request.columns = columns;
+  }
+  return request as unknown as ExportRequest;
+}
+
+/** The query of `GET /stream/:dataset` as an export request (params in a null-prototype object). */
+export function streamRequest(dataset: string, query: URLSearchParams): ExportRequest {
+  // Without a prototype, `?__proto__=1` is an own (and so unknown, 422) param like any other;
+  // on a plain object the assignment would only try to change the prototype and be lost.
+  const params: Record<string, string> = Object.create(null);
+  const request: Record<string, unknown> = { dataset, format: 'csv' };
+  for (const key of new Set(query.keys())) {
+    const values = query.getAll(key);
+    const field = STREAM_QUERY_KEYS.has(key) ? key : `params.${key}`;
+    if (values.length > 1)
+      throw badQuery(field, `Expected at most one "${key.slice(0, 64)}" query parameter`);
+    if (STREAM_QUERY_KEYS.has(key)) request[key] = values[0];
+    else params[key] = values[0]!;
+  }
+  request.params = params;
+  return request as unknown as ExportRequest;
+}
+
+export function badField(field: string, message: string): ValidationError {
+  return new ValidationError(message, { field: field.slice(0, 64), statusCode: 400, code: 'BAD_REQUEST' });
+}
+
+export function badQuery(field: string, message: string): ValidationError {
+  return new ValidationError(message, { field: field.slice(0, 64), statusCode: 400, code: 'BAD_REQUEST' });
+}
