@@ -12,7 +12,7 @@ import {
   type NoParams,
   type ParamSpecs,
 } from './dataset.js';
-import { CancelledError } from './errors.js';
+import { type BackpressureError, CancelledError } from './errors.js';
 import type { CsvOptions } from './formats/types.js';
 import type { ExportStorage } from './jobs/export-storage.js';
 import { FileJobStore } from './jobs/file-job-store.js';
@@ -407,16 +407,22 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     this.metrics?.concurrencyLimit.dec(this.#admission.limiter.limit);
   }
 
-  /**
-   * A full process refuses a stream of a known dataset before validating the rest of it: a
-   * 429 is the most frequent answer under load, and the cheapest one to give.
-   */
   #refuseEarly(request: ExportRequest): void {
-    const dataset = typeof request === 'object' && request !== null ? request.dataset : undefined;
-    if (typeof dataset !== 'string' || !this.#datasets.has(dataset)) return;
-    const owner = typeof request.owner === 'string' ? request.owner : undefined;
-    const refusal = this.#admission.refuseAtOnce({ dataset, owner, kind: 'stream' });
+    const refusal = this.refusal(request);
     if (refusal) throw refusal;
+  }
+
+  /**
+   * The refusal a stream of this request gets at once, or `undefined`: a full process refuses
+   * a stream of a known dataset before validating the rest of it, since a 429 is the most
+   * frequent answer under load and should be the cheapest. A refusal it returns is counted and
+   * reported (`rejected`) like any other. `stream()` and `open()` check it themselves.
+   */
+  refusal(request: ExportRequest): BackpressureError | undefined {
+    const dataset = typeof request === 'object' && request !== null ? request.dataset : undefined;
+    if (typeof dataset !== 'string' || !this.#datasets.has(dataset)) return undefined;
+    const owner = typeof request.owner === 'string' ? request.owner : undefined;
+    return this.#admission.refuseAtOnce({ dataset, owner, kind: 'stream' });
   }
 
   #prepare(request: ExportRequest): PreparedExport {

@@ -157,12 +157,18 @@ export function createExportHandler(
       download: job.status === 'succeeded' ? `${jobPath(job.id)}/download` : null,
     },
   });
-  const identify = async (request: ExportHttpRequest): Promise<{ owner?: string }> => {
-    const owner = await options.identify?.(request);
-    if (owner !== undefined && typeof owner !== 'string') {
+  const anonymous: { owner?: string } = Object.freeze({});
+  const checkOwner = (owner: unknown): { owner?: string } => {
+    if (owner === undefined) return anonymous;
+    if (typeof owner !== 'string') {
       throw new TypeError(`Expected identify() to return a string or undefined, got ${describeValue(owner)}`);
     }
-    return owner === undefined ? {} : { owner };
+    return { owner };
+  };
+  // Synchronous unless identify() answers with a promise: an await per request is not free.
+  const identify = (request: ExportHttpRequest): { owner?: string } | Promise<{ owner?: string }> => {
+    const owner = options.identify?.(request);
+    return owner instanceof Promise ? owner.then(checkOwner) : checkOwner(owner);
   };
 
   async function dispatch(route: Route, request: ExportHttpRequest): Promise<ExportHttpResponse> {
@@ -227,9 +233,13 @@ export function createExportHandler(
         return downloadResponse(request, info, { accelRedirect: options.accelRedirect });
       }
       case 'stream': {
-        const caller = await identify(request);
+        const identified = identify(request);
+        const caller = identified instanceof Promise ? await identified : identified;
         const exportRequest = streamRequest(route.param!, request.query);
         if (head) return streamHead(manager, { ...exportRequest, ...caller });
+        // The answer a full server gives most: returned, not thrown through three async frames.
+        const refusal = manager.refusal({ ...exportRequest, ...caller });
+        if (refusal) return errorToProblem(refusal).response;
         const opened = await manager.open(
           { ...exportRequest, ...caller },
           // Read only when the export gets that far: a refused request never needs a signal.
@@ -305,20 +315,24 @@ export function createExportHandler(
     const body = await readJsonBody(request, maxBodyBytes);
     const jobRequest = checkJobRequest(body);
     const key = request.headers['idempotency-key'];
-    if (Array.isArray(key)) {
-      throw new ValidationError('Expected one Idempotency-Key header', {
+    // Node joins repeated headers of this name into one value with ", ": a key with a comma is
+    // two keys (or an ambiguous one), never taken as one.
+    if (Array.isArray(key) || key?.includes(',')) {
+      throw new ValidationError('Expected one Idempotency-Key header, without commas', {
         field: 'Idempotency-Key',
         statusCode: 400,
         code: 'BAD_REQUEST',
       });
     }
     const existing = key === undefined ? undefined : await manager.findByIdempotencyKey(key, caller);
-    if (existing) return json(200, resource(existing), { location: jobPath(existing.id) });
     const job = await manager.start({
       ...jobRequest,
       ...caller,
       ...(key === undefined ? {} : { idempotencyKey: key }),
     });
+    // A repeat of the same request gets its job again (start() refused a different request
+    // with this key as 422 IDEMPOTENCY_KEY_REUSED).
+    if (existing && existing.id === job.id) return json(200, resource(job), { location: jobPath(job.id) });
     // A first request racing another with the same key gets the same job, also as 202.
     return json(202, resource(job), { location: jobPath(job.id) });
   }
@@ -363,11 +377,21 @@ export function createExportHandler(
     return owner === undefined ? {} : { owner };
   }
 
+  // Matching is pure: the last paths seen (a few datasets' stream routes, status) skip it.
+  const routes = new Map<string, Route | undefined>();
+  const routeOf = (path: string, segments: string[]): Route | undefined => {
+    if (routes.has(path)) return routes.get(path);
+    const route = matchRoute(segments);
+    if (routes.size >= 256) routes.clear();
+    routes.set(path, route);
+    return route;
+  };
+
   const answer = async (request: ExportHttpRequest): Promise<ExportHttpResponse | undefined> => {
     const segments = underPrefix(prefix, request.path);
     if (segments === undefined) return undefined;
     try {
-      const route = matchRoute(segments);
+      const route = routeOf(request.path, segments);
       if (!route || (route.name === 'metrics' && !serveMetrics)) {
         return problemResponse(404, 'NOT_FOUND', 'No route matches this path');
       }

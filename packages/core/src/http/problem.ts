@@ -49,29 +49,40 @@ export function problemResponse(
   code: ExportErrorCode,
   detail: string,
   extra: Pick<Problem, 'field' | 'retryAfterSeconds'> = {},
-  headers: Record<string, string> = {},
+  headers?: Record<string, string>,
 ): ExportHttpResponse {
-  const problem: Problem = {
-    type: problemType(code),
-    title: STATUS_CODES[status] ?? (status === 499 ? 'Client Closed Request' : 'Error'),
-    status,
-    detail,
-    code,
-    ...(extra.field === undefined ? {} : { field: extra.field }),
-    ...(extra.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: extra.retryAfterSeconds }),
+  // Written out in the Problem's key order rather than built and stringified, the constant
+  // start kept per status and code: a 429 under load is the answer given most often.
+  // Codes are the library's upper-snake-case constants: no escaping needed.
+  let body = `${problemStart(status, code)}"detail":${JSON.stringify(detail)},"code":"${code}"`;
+  if (extra.field !== undefined) body += `,"field":${JSON.stringify(extra.field)}`;
+  if (extra.retryAfterSeconds !== undefined)
+    body += `,"retryAfterSeconds":${JSON.stringify(extra.retryAfterSeconds)}`;
+  body += '}';
+  const all: Record<string, string> = {
+    'content-type': PROBLEM_CONTENT_TYPE,
+    'content-length': String(Buffer.byteLength(body)),
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
   };
-  const body = JSON.stringify(problem);
-  return {
-    status,
-    headers: {
-      'content-type': PROBLEM_CONTENT_TYPE,
-      'content-length': String(Buffer.byteLength(body)),
-      'cache-control': 'no-store',
-      'x-content-type-options': 'nosniff',
-      ...headers,
-    },
-    body,
-  };
+  // A loop, not an object spread: spreading these header objects measured slower than the
+  // rest of the function together.
+  if (headers) for (const name in headers) all[name] = headers[name] as string;
+  return { status, headers: all, body };
+}
+
+const problemStarts = new Map<string, string>();
+
+/** `{"type":…,"title":…,"status":…,` for a status and code. */
+function problemStart(status: number, code: ExportErrorCode): string {
+  const key = `${status} ${code}`;
+  let start = problemStarts.get(key);
+  if (start === undefined) {
+    const title = STATUS_CODES[status] ?? (status === 499 ? 'Client Closed Request' : 'Error');
+    start = `{"type":${JSON.stringify(problemType(code))},"title":${JSON.stringify(title)},"status":${status},`;
+    if (problemStarts.size < 256) problemStarts.set(key, start);
+  }
+  return start;
 }
 
 /**

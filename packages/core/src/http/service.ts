@@ -1,4 +1,5 @@
 import type { Dataset } from '../dataset.js';
+import type { BackpressureError } from '../errors.js';
 import type { Job } from '../jobs/job.js';
 import type { ExportMetrics } from '../metrics.js';
 import type { ExportRequest } from '../request.js';
@@ -17,6 +18,8 @@ export interface ExportService {
   readonly metrics?: Pick<ExportMetrics, 'registry'> | undefined;
   readonly datasets: readonly Dataset[];
   open(request: ExportRequest, options?: { signal?: AbortSignal }): Promise<OpenedExport>;
+  /** The refusal (429/503) a stream of this request gets at once, checked before anything else, or `undefined`. */
+  refusal(request: ExportRequest): BackpressureError | undefined;
   describe(request: ExportRequest): { contentType: string; filename: string };
   start(request: ExportRequest): Promise<Job>;
   findByIdempotencyKey(key: string, options?: CallerOptions): Promise<Job | undefined>;
