@@ -10,6 +10,7 @@ export {
   type FromNodeRequestOptions,
   fromNodeRequest,
   sendNodeResponse,
+  splitUrl,
   type ToNodeHandlerOptions,
   toNodeHandler,
 } from './node.js';
@@ -20,6 +21,7 @@ export {
   problemResponse,
   problemType,
 } from './problem.js';
+export type { ExportService } from './service.js';
 export {
   computeDownloadSignature,
   createDownloadSigner,
