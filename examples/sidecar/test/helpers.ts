@@ -22,17 +22,6 @@ export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
-/** A promise with its resolve function, for tests that must wait for a precise moment. */
-export function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
-
 /** Parsed JSON log lines of an in-process sidecar. */
 export class LogCapture extends Writable {
   readonly lines: Record<string, unknown>[] = [];

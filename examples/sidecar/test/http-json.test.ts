@@ -2,9 +2,10 @@ import { readdirSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { deferred } from '@spark-export/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SidecarConfig } from '../src/config.js';
-import { deferred, removeDir, startTestSidecar, type TestSidecar, tempDir, waitForJob } from './helpers.js';
+import { removeDir, startTestSidecar, type TestSidecar, tempDir, waitForJob } from './helpers.js';
 
 const ITEMS = 20_000;
 const item = (i: number) => JSON.stringify({ id: i, name: `item ${i}`, price: i / 100 });

@@ -7,9 +7,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { deferred } from '@spark-export/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  deferred,
   removeDir,
   SIDECAR_DIR,
   startTestSidecar,

@@ -7,9 +7,9 @@ import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createServer as createNetServer } from 'node:net';
 import { delimiter, join } from 'node:path';
+import { deferred } from '@spark-export/core/testing';
 import Database from 'better-sqlite3';
 import type { SidecarConfig } from '../src/config.js';
-import { deferred } from './helpers.js';
 
 /** The path of an executable on PATH or in one of `extra` (e.g. /usr/sbin for nginx). */
 export async function findProgram(name: string, extra: string[] = []): Promise<string | undefined> {

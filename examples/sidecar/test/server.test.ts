@@ -1,10 +1,11 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { deferred } from '@spark-export/core/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { SidecarConfig } from '../src/config.js';
 import { demoConfig } from '../src/demo.js';
-import { deferred, removeDir, startTestSidecar, type TestSidecar, tempDir, waitForJob } from './helpers.js';
+import { removeDir, startTestSidecar, type TestSidecar, tempDir, waitForJob } from './helpers.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
 

@@ -1,9 +1,9 @@
 import { Writable } from 'node:stream';
 import { BackpressureError, CancelledError, ExportManager } from '@spark-export/core';
-import { describeLimiterContract } from '@spark-export/core/testing';
+import { deferred, describeLimiterContract } from '@spark-export/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LeaseLostError, RedisLimiter, type RedisLimiterOptions, type RedisRelease } from '../src/index.js';
-import { deferred, type RedisServer, requireRedisServer, startRedis, uniquePrefix } from './redis-server.js';
+import { type RedisServer, requireRedisServer, startRedis, uniquePrefix } from './redis-server.js';
 
 const bin = await requireRedisServer();
 

@@ -124,13 +124,3 @@ export function uniquePrefix(): string {
   prefixes++;
   return `test-${process.pid}-${prefixes}:`;
 }
-
-export function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}

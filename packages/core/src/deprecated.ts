@@ -3,6 +3,7 @@
 import { RetryAfterEstimator as RetryAfterEstimatorClass } from './admission/retry-after.js';
 import { validateParams as validateParamsFunction } from './dataset.js';
 import * as http from './http/index.js';
+import * as signing from './http/signing.js';
 import { DURATION_BUCKETS as durationBuckets } from './metrics.js';
 
 /** @deprecated Import it from `@spark-export/core/http`. */
@@ -20,9 +21,9 @@ export const errorToProblem = http.errorToProblem;
 /** @deprecated Import it from `@spark-export/core/http`. */
 export const PROBLEM_CONTENT_TYPE = http.PROBLEM_CONTENT_TYPE;
 /** @deprecated Use `createDownloadSigner(options).sign()` (or the handler's `signDownloadUrl`). */
-export const signDownloadPath = http.signDownloadPath;
+export const signDownloadPath = signing.signDownloadPath;
 /** @deprecated Use `createDownloadSigner(options).verify()`. */
-export const verifyDownloadSignature = http.verifyDownloadSignature;
+export const verifyDownloadSignature = signing.verifyDownloadSignature;
 /** @deprecated Internal: the manager estimates Retry-After itself. */
 export const RetryAfterEstimator = RetryAfterEstimatorClass;
 /** @deprecated Internal: the manager validates params; `defineDataset` checks their specs. */

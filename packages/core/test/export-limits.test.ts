@@ -24,7 +24,7 @@ import {
   timeLimits,
 } from '../src/pipeline/time-limits.js';
 import type { ExportSummary } from '../src/types.js';
-import { cleanup, createManager, listen, tempDir } from './contract/helpers.js';
+import { cleanup, createManager, listen, tempDir } from './http.helpers.js';
 
 afterEach(cleanup);
 

@@ -21,19 +21,10 @@ import { ExportManager, type ExportManagerOptions } from '../src/export-manager.
 import type { FormatName } from '../src/formats/types.js';
 import type { ExportRequest } from '../src/request.js';
 import { fromJsonArray, fromNdjson } from '../src/sources.js';
+import { deferred } from '../src/testing/deferred.js';
 import type { ExportSummary } from '../src/types.js';
 
 // ---- helpers ----------------------------------------------------------------------------
-
-function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
 
 /** Lets I/O callbacks and `setImmediate` continuations run: event-loop turns, not a clock. */
 async function turns(count: number): Promise<void> {

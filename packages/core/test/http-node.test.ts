@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it, vi } from 'vitest';
 import { ExportError } from '../src/errors.js';
@@ -9,37 +9,30 @@ import {
   createDownloadSigner,
   createExportHandler,
   type ExportHttpRequest,
-  signDownloadPath,
+  fromNodeRequest,
+  splitUrl,
   toNodeHandler,
-  verifyDownloadSignature,
 } from '../src/http/index.js';
-import { assertMatchesSchema } from './contract/openapi.js';
-import { runContractSuite } from './contract/suite.js';
+import { signDownloadPath, verifyDownloadSignature } from '../src/http/signing.js';
+import { describeHttpContract, listen } from '../src/testing/index.js';
+import { assertMatchesSchema, OPENAPI_URL } from './openapi.helpers.js';
 
-runContractSuite('node:http', async (manager, options) => {
-  const handler = toNodeHandler(createExportHandler(manager, options), {
-    onNotFound: (req, res) => {
-      if (req.method === 'GET' && req.url === '/host/ping') {
-        res.writeHead(200, { 'content-type': 'text/plain' }).end('pong');
-      } else {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
-      }
-    },
-  });
-  const server = createServer(handler);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: async () => {
-      server.closeAllConnections();
-      await new Promise<void>((resolve, reject) =>
-        server.close((error) => (error ? reject(error) : resolve())),
-      );
-    },
-  };
-});
+describeHttpContract(
+  'node:http',
+  (manager, options) => {
+    const handler = toNodeHandler(createExportHandler(manager, options), {
+      onNotFound: (req, res) => {
+        if (req.method === 'GET' && req.url === '/host/ping') {
+          res.writeHead(200, { 'content-type': 'text/plain' }).end('pong');
+        } else {
+          res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+        }
+      },
+    });
+    return listen(createServer(handler));
+  },
+  { openapi: OPENAPI_URL },
+);
 
 function request(path: string, init: Partial<ExportHttpRequest> = {}): ExportHttpRequest {
   return {
@@ -48,6 +41,7 @@ function request(path: string, init: Partial<ExportHttpRequest> = {}): ExportHtt
     query: new URLSearchParams(),
     headers: {},
     signal: new AbortController().signal,
+    native: undefined,
     ...init,
   };
 }
@@ -206,6 +200,55 @@ describe('toNodeHandler', () => {
         server.close();
       }
     }
+  });
+});
+
+describe('splitUrl', () => {
+  it('splits at the first ?, keeping the path percent-encoded', () => {
+    const jobs = splitUrl('/export/jobs?status=failed&limit=2');
+    expect(jobs.path).toBe('/export/jobs');
+    expect([...jobs.query]).toEqual([
+      ['status', 'failed'],
+      ['limit', '2'],
+    ]);
+    const encoded = splitUrl('/export/stream/a%2Fb');
+    expect(encoded.path).toBe('/export/stream/a%2Fb');
+    expect([...encoded.query]).toEqual([]);
+    expect(splitUrl('/x?').path).toBe('/x');
+    expect(splitUrl('/x?a=1?b').query.get('a')).toBe('1?b');
+  });
+});
+
+describe('fromNodeRequest', () => {
+  it('carries node’s request as native, or options.native, to identify and onError', async () => {
+    const seen: { req: IncomingMessage; natives: unknown[] }[] = [];
+    const handler = createExportHandler<IncomingMessage>(new ExportManager({ metrics: false }), {
+      identify: (request) => {
+        seen.at(-1)!.natives.push(request.native);
+        throw new Error('auth backend down');
+      },
+      onError: (_error, request) => seen.at(-1)!.natives.push(request.native),
+    });
+    const listener = toNodeHandler(handler);
+    const marker = { framework: 'own' };
+    const server = await listen(
+      createServer((req, res) => {
+        seen.push({ req, natives: [fromNodeRequest(req, res, { native: marker }).native] });
+        listener(req, res);
+      }),
+    );
+    try {
+      const response = await fetch(`${server.url}/export/datasets`);
+      expect(response.status).toBe(500);
+      await response.arrayBuffer();
+    } finally {
+      await server.close();
+    }
+    expect(seen).toHaveLength(1);
+    const [{ req, natives }] = seen as [(typeof seen)[number]];
+    expect(natives).toEqual([marker, req, req]);
+    expect(natives[1]).toBe(req);
+    expect(natives[2]).toBe(req);
   });
 });
 

@@ -9,7 +9,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { isBackpressureError } from '../src/errors.js';
 import { ExportManager } from '../src/export-manager.js';
 import { createExportHandler, toNodeHandler } from '../src/http/index.js';
-import { deferred, listDir, plainDataset, removeDir, tempDir } from './jobs.helpers.js';
+import { deferred } from '../src/testing/deferred.js';
+import { listDir, plainDataset, removeDir, tempDir } from './jobs.helpers.js';
 
 const dist = join(import.meta.dirname, '..', 'dist', 'index.js');
 const cleanups: (() => Promise<void> | void)[] = [];

@@ -5,22 +5,7 @@ import { join } from 'node:path';
 import type { DatasetDefinition, Row } from '../src/dataset.js';
 import { ExportManager, type ExportManagerOptions } from '../src/export-manager.js';
 import type { Job } from '../src/jobs/job.js';
-
-export interface Deferred<T = void> {
-  promise: Promise<T>;
-  resolve: (value: T) => void;
-  reject: (error: unknown) => void;
-}
-
-export function deferred<T = void>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
+import { type Deferred, deferred } from '../src/testing/deferred.js';
 
 /** About 120 bytes of CSV per row, so ~600 rows fill one 64 KiB chunk of the writer. */
 export function makeRow(index: number): Row {

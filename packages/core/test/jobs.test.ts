@@ -12,9 +12,9 @@ import {
 import type { ExportManager } from '../src/export-manager.js';
 import { FileJobStore } from '../src/jobs/file-job-store.js';
 import type { Job, JobRecord } from '../src/jobs/job.js';
+import { deferred } from '../src/testing/deferred.js';
 import {
   createManager,
-  deferred,
   Gates,
   listDir,
   ManualClock,

@@ -3,6 +3,7 @@ import { register as globalRegister, Registry } from 'prom-client';
 import { describe, expect, it, vi } from 'vitest';
 import { ExportManager } from '../src/export-manager.js';
 import { DURATION_BUCKETS, registerExportMetrics } from '../src/metrics.js';
+import { type Deferred, deferred } from '../src/testing/deferred.js';
 
 const METRIC_NAMES = [
   'export_jobs_started_total',
@@ -16,14 +17,6 @@ const METRIC_NAMES = [
   'export_rows_total',
   'export_bytes_total',
 ];
-
-function deferred() {
-  let resolve!: () => void;
-  const promise = new Promise<void>((res) => {
-    resolve = res;
-  });
-  return { promise, resolve };
-}
 
 async function turns(count: number): Promise<void> {
   for (let i = 0; i < count; i++) await new Promise<void>((resolve) => setImmediate(resolve));
@@ -214,7 +207,7 @@ describe('ExportManager metrics', () => {
   });
 
   it('shows running and queued exports and the limit in the gauges', async () => {
-    const gates: ReturnType<typeof deferred>[] = [];
+    const gates: Deferred[] = [];
     const manager = new ExportManager({
       maxConcurrent: 1,
       maxQueued: 1,

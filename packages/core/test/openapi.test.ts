@@ -1,7 +1,12 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { describe, expect, it } from 'vitest';
 import { EXPORT_ROUTES } from '../src/http/index.js';
-import { assertMatchesSchema, loadOpenApiDocument, schemaNames } from './contract/openapi.js';
+import { loadSchemaCheck } from '../src/testing/http-contract/openapi.js';
+import { assertMatchesSchema, loadOpenApiDocument, OPENAPI_URL, schemaNames } from './openapi.helpers.js';
 
 describe('docs/openapi.yaml', () => {
   it('is a valid OpenAPI 3.1 document', async () => {
@@ -86,5 +91,30 @@ describe('docs/openapi.yaml', () => {
     expect(() =>
       assertMatchesSchema('CreateJobRequest', { dataset: 'orders', format: 'csv', extra: 1 }),
     ).toThrow();
+  });
+});
+
+describe('the openapi option of describeHttpContract', () => {
+  const status = { status: 'ok', version: '1.0.0', uptimeSeconds: 1, inFlight: 0, queued: 0, limit: 2 };
+
+  it('loads the document from a YAML path, a JSON path or a parsed document', async () => {
+    const directory = await mkdtemp(join(tmpdir(), 'spark-export-openapi-'));
+    try {
+      const jsonPath = join(directory, 'openapi.json');
+      await writeFile(jsonPath, JSON.stringify(loadOpenApiDocument()));
+      for (const source of [OPENAPI_URL, fileURLToPath(OPENAPI_URL), jsonPath, loadOpenApiDocument()]) {
+        const check = await loadSchemaCheck(source);
+        expect(() => check('Status', { status: 'ok' }), String(source)).toThrow(/version/);
+        expect(() => check('Nope', {})).toThrow(/no component schema/);
+      }
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
+  });
+
+  it('accepts what the schema accepts', async () => {
+    const check = await loadSchemaCheck(loadOpenApiDocument());
+    expect(() => assertMatchesSchema('Status', status)).not.toThrow();
+    expect(() => check('Status', status)).not.toThrow();
   });
 });

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type Release, Semaphore } from '../src/admission/semaphore.js';
 import { BackpressureError, CancelledError } from '../src/errors.js';
+import { deferred } from '../src/testing/deferred.js';
 
 interface Tracked<T> {
   state: 'pending' | 'fulfilled' | 'rejected';
@@ -31,16 +32,6 @@ function track<T>(promise: Promise<T>): Tracked<T> {
 /** Lets already-settled promises run their callbacks. Uses microtasks only, no clock. */
 async function flush(): Promise<void> {
   for (let i = 0; i < 5; i++) await Promise.resolve();
-}
-
-function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
 }
 
 /** Takes every free permit through tryAcquire and returns their releases. */

@@ -1,15 +1,33 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import * as testing from '../src/testing/index.js';
 import { type Deferred, deferred } from '../src/testing/index.js';
 
 describe('@spark-export/core/testing', () => {
-  it('exports the three contract suites and deferred(), nothing else', () => {
+  it('exports the four contract suites, deferred() and listen(), nothing else', () => {
     expect(Object.keys(testing).sort()).toEqual([
       'deferred',
       'describeExportStorageContract',
+      'describeHttpContract',
       'describeJobStoreContract',
       'describeLimiterContract',
+      'listen',
     ]);
+  });
+
+  it('imports no optional package up front: ajv, ajv-formats, yaml and prom-client load on demand', async () => {
+    const root = fileURLToPath(new URL('../src/testing/', import.meta.url));
+    const files = (await readdir(root, { recursive: true })).filter((file) => file.endsWith('.ts'));
+    expect(files).toContain(join('http-contract', 'openapi.ts'));
+    for (const file of files) {
+      const source = await readFile(join(root, file), 'utf8');
+      const imports = [...source.matchAll(/^import (?!type )[^;]*? from '([^']+)';/gm)].map((m) => m[1]);
+      for (const specifier of imports) {
+        expect(specifier, file).not.toMatch(/^(ajv|ajv-formats|yaml|prom-client)(\/|$)/);
+      }
+    }
   });
 
   it('deferred() settles when the test says so', async () => {

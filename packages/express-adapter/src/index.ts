@@ -1,16 +1,17 @@
 import {
   createExportHandler,
   type ExportHttpRequest,
-  type ExportManager,
   type ExportRoutesHandler,
   type ExportRoutesOptions,
+  type ExportService,
   fromNodeRequest,
   sendNodeResponse,
-} from '@spark-export/core';
+  splitUrl,
+} from '@spark-export/core/http';
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
 
 /** Options of {@link createExportRouter}: the core's route options, with an Express-aware `identify`. */
-export interface ExportRouterOptions extends Omit<ExportRoutesOptions, 'prefix' | 'identify'> {
+export interface ExportRouterOptions extends Omit<ExportRoutesOptions<Request>, 'prefix' | 'identify'> {
   /**
    * The public path the API answers under, links included (`/api/export`). Requests outside it
    * go to `next()`.
@@ -18,16 +19,20 @@ export interface ExportRouterOptions extends Omit<ExportRoutesOptions, 'prefix' 
    */
   prefix?: string;
   /**
-   * Who is asking: the owner of the jobs the request may see. Gets the neutral request and
-   * the Express request, so that `req.user` (passport) or `req.auth` (express-jwt) can be read.
-   * Throw an `ExportError` with status 401/403 to turn the request away.
+   * Who is asking: the owner of the jobs the request may see. Gets the neutral request (whose
+   * `native` is the Express request) and the Express request again, so that `req.user`
+   * (passport) or `req.auth` (express-jwt) can be read. Throw an `ExportError` with status
+   * 401/403 to turn the request away.
    * @default every request is anonymous: all callers share the jobs
    * @example
    * ```ts
    * identify: (_request, req) => req.user?.id
    * ```
    */
-  identify?(request: ExportHttpRequest, req: Request): string | undefined | Promise<string | undefined>;
+  identify?(
+    request: ExportHttpRequest<Request>,
+    req: Request,
+  ): string | undefined | Promise<string | undefined>;
 }
 
 // Mounted without an explicit prefix, the router learns its prefix per request from
@@ -48,28 +53,23 @@ const MAX_CACHED_PREFIXES = 32;
  * app.use('/export', createExportRouter(manager, { identify: (_request, req) => req.user?.id }));
  * ```
  */
-export function createExportRouter(manager: ExportManager, options: ExportRouterOptions = {}): Router {
-  const requests = new WeakMap<ExportHttpRequest, Request>();
+export function createExportRouter(manager: ExportService, options: ExportRouterOptions = {}): Router {
   const { identify, prefix, ...routeOptions } = options;
-  const coreOptions: ExportRoutesOptions = identify
-    ? {
-        ...routeOptions,
-        identify: (request) => identify(request, requests.get(request)!),
-      }
+  const coreOptions: ExportRoutesOptions<Request> = identify
+    ? { ...routeOptions, identify: (request) => identify(request, request.native) }
     : routeOptions;
 
-  const handlers = new Map<string, ExportRoutesHandler>();
-  const fixed = prefix === undefined ? undefined : createExportHandler(manager, { ...coreOptions, prefix });
-  const handlerFor = (req: Request): ExportRoutesHandler => {
-    if (fixed) return fixed;
-    const mountedAt = req.baseUrl || '/export';
-    let handler = handlers.get(mountedAt);
+  const handlers = new Map<string, ExportRoutesHandler<Request>>();
+  const handlerFor = (at: string): ExportRoutesHandler<Request> => {
+    let handler = handlers.get(at);
     if (!handler) {
-      handler = createExportHandler(manager, { ...coreOptions, prefix: mountedAt });
-      if (handlers.size < MAX_CACHED_PREFIXES) handlers.set(mountedAt, handler);
+      handler = createExportHandler(manager, { ...coreOptions, prefix: at });
+      if (handlers.size < MAX_CACHED_PREFIXES) handlers.set(at, handler);
     }
     return handler;
   };
+  // Built now, so that bad options throw here rather than at the first request.
+  handlerFor(prefix ?? '/export');
 
   const router = express.Router();
   router.use((req: Request, res: Response, next: NextFunction) => {
@@ -78,14 +78,12 @@ export function createExportRouter(manager: ExportManager, options: ExportRouter
   });
 
   async function handle(req: Request, res: Response, next: NextFunction): Promise<void> {
-    const original = req.originalUrl;
-    const queryAt = original.indexOf('?');
-    const path = queryAt === -1 ? original : original.slice(0, queryAt);
+    // `req.url` is relative to the mount path; the handler routes on the full path.
+    const { path } = splitUrl(req.originalUrl);
     const request = fromNodeRequest(req, res, { path, ...(bodyConsumed(req) ? { body: req.body } : {}) });
-    requests.set(request, req);
     // The handler answers every error of its own (library errors with their status, anything
     // else with a 500 problem and `onError`); a rejection here is a failure around it.
-    const response = await handlerFor(req)(request);
+    const response = await handlerFor(prefix ?? (req.baseUrl || '/export'))(request);
     if (response === undefined) {
       next();
       return;

@@ -5,12 +5,15 @@
 
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
+import { describeHttpContract, listen } from '@spark-export/core/testing';
 import { createExportRouter } from '@spark-export/express';
 import express from 'express';
 import express4 from 'express4';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { cleanup, createManager, listen } from '../../core/test/contract/helpers.js';
-import { runContractSuite } from '../../core/test/contract/suite.js';
+import { cleanup, createManager } from '../../core/test/http.helpers.js';
+
+// The repository's OpenAPI document: the suite also checks every JSON body against it.
+const openapi = new URL('../../../docs/openapi.yaml', import.meta.url);
 
 vi.mock('express', () => import('express4'));
 
@@ -26,11 +29,15 @@ describe('express 4 setup', () => {
   });
 });
 
-runContractSuite('express 4', async (manager, options) => {
-  const app = express4();
-  app.get('/host/ping', (_req, res) => {
-    res.type('text').send('pong');
-  });
-  app.use('/export', createExportRouter(manager, options));
-  return listen(createServer(app));
-});
+describeHttpContract(
+  'express 4',
+  async (manager, options) => {
+    const app = express4();
+    app.get('/host/ping', (_req, res) => {
+      res.type('text').send('pong');
+    });
+    app.use('/export', createExportRouter(manager, options));
+    return listen(createServer(app));
+  },
+  { openapi },
+);

@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import { createExportRouter } from '@spark-export/express';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanup, createManager, listen, postJson } from '../../core/test/contract/helpers.js';
+import { cleanup, createManager, listen, postJson } from '../../core/test/http.helpers.js';
 
 const servers: { close(): Promise<void> }[] = [];
 
@@ -171,5 +171,39 @@ describe('createExportRouter', () => {
       200,
     );
     expect((await fetch(`${url}/export/jobs/${job.id}`, { headers: { 'x-user': 'bob' } })).status).toBe(404);
+  });
+
+  it('carries the Express request as request.native, to identify and onError', async () => {
+    const hostRequests: express.Request[] = [];
+    const seen: unknown[] = [];
+    const app = express();
+    app.use((req, _res, next) => {
+      hostRequests.push(req);
+      next();
+    });
+    app.use(
+      '/export',
+      createExportRouter(await createManager(), {
+        identify: (request, req) => {
+          seen.push(request.native, req);
+          if (req.get('x-user') === 'crash') throw new Error('session store down');
+          return req.get('x-user');
+        },
+        onError: (_error, request) => seen.push(request.native),
+      }),
+    );
+    const url = await start(app);
+    expect((await fetch(`${url}/export/jobs`, { headers: { 'x-user': 'alice' } })).status).toBe(200);
+    expect((await fetch(`${url}/export/datasets`, { headers: { 'x-user': 'crash' } })).status).toBe(500);
+    expect(hostRequests).toHaveLength(2);
+    const [first, second] = hostRequests as [express.Request, express.Request];
+    expect(seen).toHaveLength(5);
+    for (const [index, native] of seen.entries()) expect(native).toBe(index < 2 ? first : second);
+  });
+
+  it('refuses bad options when it is created, not at the first request', async () => {
+    const manager = await createManager();
+    expect(() => createExportRouter(manager, { maxBodyBytes: 0 })).toThrow(/maxBodyBytes/);
+    expect(() => createExportRouter(manager, { prefix: '/api', maxBodyBytes: 0 })).toThrow(/maxBodyBytes/);
   });
 });

@@ -1,14 +1,14 @@
 import type { Readable } from 'node:stream';
+import { ExportManager, type ExportManagerOptions } from '@spark-export/core';
 import {
   createExportHandler,
   EXPORT_ROUTES,
   type ExportHttpRequest,
   type ExportHttpResponse,
-  ExportManager,
-  type ExportManagerOptions,
   type ExportRoutesOptions,
   fromNodeRequest,
-} from '@spark-export/core';
+  splitUrl,
+} from '@spark-export/core/http';
 import type {
   FastifyError,
   FastifyInstance,
@@ -26,11 +26,12 @@ declare module 'fastify' {
   }
 }
 
-interface ExportPluginBaseOptions extends Omit<ExportRoutesOptions, 'identify'> {
+interface ExportPluginBaseOptions extends Omit<ExportRoutesOptions<FastifyRequest>, 'identify'> {
   /**
-   * Who is asking: the owner of the jobs the request may see. Gets the neutral request and
-   * the Fastify request, so that `request.user` (@fastify/jwt) can be read. Throw an
-   * `ExportError` with status 401/403 to turn the request away.
+   * Who is asking: the owner of the jobs the request may see. Gets the neutral request (whose
+   * `native` is the Fastify request) and the Fastify request again, so that `request.user`
+   * (@fastify/jwt) can be read. Throw an `ExportError` with status 401/403 to turn the request
+   * away.
    * @default every request is anonymous: all callers share the jobs
    * @example
    * ```ts
@@ -38,7 +39,7 @@ interface ExportPluginBaseOptions extends Omit<ExportRoutesOptions, 'identify'> 
    * ```
    */
   identify?(
-    request: ExportHttpRequest,
+    request: ExportHttpRequest<FastifyRequest>,
     fastifyRequest: FastifyRequest,
   ): string | undefined | Promise<string | undefined>;
   /**
@@ -95,38 +96,31 @@ const exportPluginAsync: FastifyPluginAsync<ExportPluginOptions> = async (fastif
   }
   fastify.decorate('exportManager', manager);
 
-  const requests = new WeakMap<ExportHttpRequest, FastifyRequest>();
   // The routes live in a child context so that its content-type parsers stay ours: the host's
   // JSON parser, body limit and 415 keep working for its own routes.
   await fastify.register(async (child: FastifyInstance) => {
     const base = normalize(prefix);
-    const handler = createExportHandler(manager, {
+    const handler = createExportHandler<FastifyRequest>(manager, {
       ...routeOptions,
       // `child.prefix` is the prefix of the context the plugin was registered in.
       prefix: `${child.prefix}${base}`,
-      ...(identify
-        ? { identify: (request: ExportHttpRequest) => identify(request, requests.get(request)!) }
-        : {}),
+      ...(identify ? { identify: (request) => identify(request, request.native) } : {}),
     });
     const bodies = new WeakMap<FastifyRequest, Readable>();
 
-    const answer = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
-      const neutral = toNeutral(request, reply, bodies.get(request));
-      requests.set(neutral, request);
-      const response = await handler(neutral);
-      if (response === undefined) {
-        // Only when the host rewrote the URL outside the prefix; let Fastify answer its 404.
-        reply.callNotFound();
-        return reply;
-      }
-      return send(reply, response);
-    };
-    addBadUrlHandler(fastify.server, async (request, reply) => {
-      const neutral = toNeutral(request, reply, undefined);
-      requests.set(neutral, request);
-      const response = await handler(neutral);
+    /** Sends the core's answer, or returns `undefined` for a path outside the prefix. */
+    const serve = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> => {
+      const response = await handler(toNeutral(request, reply, bodies.get(request)));
       return response === undefined ? undefined : send(reply, response);
-    });
+    };
+    const answer = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+      const sent = await serve(request, reply);
+      if (sent) return sent;
+      // Only when the host rewrote the URL outside the prefix; let Fastify answer its 404.
+      reply.callNotFound();
+      return reply;
+    };
+    addBadUrlHandler(fastify.server, serve);
 
     // Fastify's own parsers would answer bad JSON, large bodies and unknown types with its own
     // errors; the core reads the raw body itself and answers them as problems instead.
@@ -159,12 +153,9 @@ const exportPluginAsync: FastifyPluginAsync<ExportPluginOptions> = async (fastif
       await child.register(
         async (scoped: FastifyInstance) => {
           scoped.setNotFoundHandler(async (request, reply) => {
-            const neutral = toNeutral(request, reply, undefined);
-            requests.set(neutral, request);
-            const response = await handler(neutral);
-            // Never for a path under the prefix; answered as Fastify would, not by a loop back here.
-            if (response === undefined) return reply.code(404).send({ error: 'Not Found', statusCode: 404 });
-            return send(reply, response);
+            // Never undefined under the prefix; answered as Fastify would, not by a loop back here.
+            const sent = await serve(request, reply);
+            return sent ?? reply.code(404).send({ error: 'Not Found', statusCode: 404 });
           });
         },
         { prefix: base },
@@ -177,12 +168,9 @@ function toNeutral(
   request: FastifyRequest,
   reply: FastifyReply,
   bodyStream: Readable | undefined,
-): ExportHttpRequest {
-  const url = request.raw.url ?? request.url;
-  const queryAt = url.indexOf('?');
-  const neutral = fromNodeRequest(request.raw, reply.raw, {
-    path: queryAt === -1 ? url : url.slice(0, queryAt),
-  });
+): ExportHttpRequest<FastifyRequest> {
+  const { path } = splitUrl(request.raw.url ?? request.url);
+  const neutral = fromNodeRequest(request.raw, reply.raw, { path, native: request });
   // A preParsing hook may have swapped the body stream (e.g. to decompress it): read that one.
   if (bodyStream) neutral.bodyStream = bodyStream;
   return neutral;

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { checkExampleApp, cleanup, readmeExample, tempDir } from '../../core/test/contract/helpers.js';
+import { checkExampleApp, cleanup, readmeExample, tempDir } from '../../core/test/http.helpers.js';
 import { createApp } from '../examples/basic.js';
 
 const closers: (() => Promise<void>)[] = [];

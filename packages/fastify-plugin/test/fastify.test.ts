@@ -1,7 +1,7 @@
 import { createGunzip, gzipSync } from 'node:zlib';
 import { type ExportManager, isExportError } from '@spark-export/core';
 import { exportFrameworkErrors, exportPlugin } from '@spark-export/fastify';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   cleanup,
@@ -9,7 +9,7 @@ import {
   defineEndlessDataset,
   postJson,
   tempDir,
-} from '../../core/test/contract/helpers.js';
+} from '../../core/test/http.helpers.js';
 
 const apps: FastifyInstance[] = [];
 
@@ -279,6 +279,32 @@ describe('exportPlugin', () => {
     expect(response.status).toBe(418);
     expect(errors).toHaveLength(1);
     expect(isExportError(errors[0])).toBe(false);
+  });
+
+  it('carries the Fastify request as request.native, to identify and onError', async () => {
+    const requests: FastifyRequest[] = [];
+    const seen: unknown[] = [];
+    const app = Fastify();
+    app.addHook('onRequest', async (request) => {
+      requests.push(request);
+    });
+    await app.register(exportPlugin, {
+      manager: await createManager(),
+      identify: (request, fastifyRequest) => {
+        seen.push(request.native, fastifyRequest);
+        const user = fastifyRequest.headers['x-user'];
+        if (user === 'crash') throw new Error('session store down');
+        return typeof user === 'string' ? user : undefined;
+      },
+      onError: (_error, request) => seen.push(request.native),
+    });
+    const url = await start(app);
+    expect((await fetch(`${url}/export/jobs`, { headers: { 'x-user': 'alice' } })).status).toBe(200);
+    expect((await fetch(`${url}/export/datasets`, { headers: { 'x-user': 'crash' } })).status).toBe(500);
+    expect(requests).toHaveLength(2);
+    const [first, second] = requests as [FastifyRequest, FastifyRequest];
+    expect(seen).toHaveLength(5);
+    for (const [index, native] of seen.entries()) expect(native).toBe(index < 2 ? first : second);
   });
 
   it('streams an export, and a client that leaves aborts it and frees its slot', async () => {

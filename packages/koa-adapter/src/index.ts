@@ -3,25 +3,29 @@ import {
   createExportHandler,
   type ExportHttpRequest,
   type ExportHttpResponse,
-  type ExportManager,
   type ExportRoutesOptions,
+  type ExportService,
   fromNodeRequest,
-} from '@spark-export/core';
+  splitUrl,
+} from '@spark-export/core/http';
 import type { Context, Middleware, Next } from 'koa';
 
 /** Options of {@link exportMiddleware}: the core's route options, with a Koa-aware `identify`. */
-export interface ExportMiddlewareOptions extends Omit<ExportRoutesOptions, 'identify'> {
+export interface ExportMiddlewareOptions extends Omit<ExportRoutesOptions<Context>, 'identify'> {
   /**
-   * Who is asking: the owner of the jobs the request may see. Gets the neutral request and
-   * the Koa context, so that `ctx.state.user` can be read. Throw an `ExportError` with status
-   * 401/403 to turn the request away.
+   * Who is asking: the owner of the jobs the request may see. Gets the neutral request (whose
+   * `native` is the Koa context) and the context again, so that `ctx.state.user` can be read.
+   * Throw an `ExportError` with status 401/403 to turn the request away.
    * @default every request is anonymous: all callers share the jobs
    * @example
    * ```ts
    * identify: (_request, ctx) => ctx.state.user?.id
    * ```
    */
-  identify?(request: ExportHttpRequest, ctx: Context): string | undefined | Promise<string | undefined>;
+  identify?(
+    request: ExportHttpRequest<Context>,
+    ctx: Context,
+  ): string | undefined | Promise<string | undefined>;
 }
 
 /**
@@ -36,25 +40,20 @@ export interface ExportMiddlewareOptions extends Omit<ExportRoutesOptions, 'iden
  * app.use(exportMiddleware(manager, { identify: (_request, ctx) => ctx.state.user?.id }));
  * ```
  */
-export function exportMiddleware(manager: ExportManager, options: ExportMiddlewareOptions = {}): Middleware {
-  const contexts = new WeakMap<ExportHttpRequest, Context>();
+export function exportMiddleware(manager: ExportService, options: ExportMiddlewareOptions = {}): Middleware {
   const { identify, ...routeOptions } = options;
-  const handler = createExportHandler(
+  const handler = createExportHandler<Context>(
     manager,
-    identify
-      ? { ...routeOptions, identify: (request) => identify(request, contexts.get(request)!) }
-      : routeOptions,
+    identify ? { ...routeOptions, identify: (request) => identify(request, request.native) } : routeOptions,
   );
 
   return async function sparkExport(ctx: Context, next: Next): Promise<void> {
-    const original = ctx.originalUrl;
-    const queryAt = original.indexOf('?');
-    const path = queryAt === -1 ? original : original.slice(0, queryAt);
+    // `ctx.url` may have been rewritten (koa-mount); the prefix is matched on the full path.
     const request = fromNodeRequest(ctx.req, ctx.res, {
-      path,
+      path: splitUrl(ctx.originalUrl).path,
+      native: ctx,
       ...(bodyConsumed(ctx) ? { body: (ctx.request as { body?: unknown }).body } : {}),
     });
-    contexts.set(request, ctx);
     const response = await handler(request);
     if (response === undefined) {
       await next();
@@ -91,10 +90,6 @@ function respond(ctx: Context, response: ExportHttpResponse): void {
   // 204), so the core's headers are set after it and win. A body-less answer (HEAD, 204, 304)
   // keeps the core's headers and status: Koa ends such responses without a body itself.
   if (body !== undefined) ctx.body = body;
-  else if (ctx.method !== 'HEAD' && !isEmptyStatus(response.status)) ctx.body = '';
+  else if (ctx.method !== 'HEAD' && ![204, 205, 304].includes(response.status)) ctx.body = '';
   ctx.set(response.headers);
-}
-
-function isEmptyStatus(status: number): boolean {
-  return status === 204 || status === 205 || status === 304;
 }

@@ -4,11 +4,13 @@
 
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
+import { describeHttpContract, listen } from '@spark-export/core/testing';
 import { exportMiddleware } from '@spark-export/koa';
 import Koa2 from 'koa2';
 import { describe, expect, it } from 'vitest';
-import { listen } from '../../core/test/contract/helpers.js';
-import { runContractSuite } from '../../core/test/contract/suite.js';
+
+// The repository's OpenAPI document: the suite also checks every JSON body against it.
+const openapi = new URL('../../../docs/openapi.yaml', import.meta.url);
 
 describe('koa 2 setup', () => {
   it('runs Koa 2', () => {
@@ -17,14 +19,18 @@ describe('koa 2 setup', () => {
   });
 });
 
-runContractSuite('koa 2', async (manager, options) => {
-  const app = new Koa2();
-  // A client that leaves mid-stream is reported by Koa as an app error; the suite checks the
-  // export side of it.
-  app.silent = true;
-  app.use(exportMiddleware(manager, options));
-  app.use((ctx) => {
-    if (ctx.method === 'GET' && ctx.path === '/host/ping') ctx.body = 'pong';
-  });
-  return listen(createServer(app.callback()));
-});
+describeHttpContract(
+  'koa 2',
+  async (manager, options) => {
+    const app = new Koa2();
+    // A client that leaves mid-stream is reported by Koa as an app error; the suite checks the
+    // export side of it.
+    app.silent = true;
+    app.use(exportMiddleware(manager, options));
+    app.use((ctx) => {
+      if (ctx.method === 'GET' && ctx.path === '/host/ping') ctx.body = 'pong';
+    });
+    return listen(createServer(app.callback()));
+  },
+  { openapi },
+);

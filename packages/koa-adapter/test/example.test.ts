@@ -1,12 +1,6 @@
 import { createServer } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  checkExampleApp,
-  cleanup,
-  listen,
-  readmeExample,
-  tempDir,
-} from '../../core/test/contract/helpers.js';
+import { checkExampleApp, cleanup, listen, readmeExample, tempDir } from '../../core/test/http.helpers.js';
 import { createApp } from '../examples/basic.js';
 
 const closers: (() => Promise<void>)[] = [];

@@ -9,7 +9,7 @@ import {
   defineEndlessDataset,
   listen,
   postJson,
-} from '../../core/test/contract/helpers.js';
+} from '../../core/test/http.helpers.js';
 
 const servers: { close(): Promise<void> }[] = [];
 
@@ -127,6 +127,34 @@ describe('exportMiddleware', () => {
     expect(response.status).toBe(404);
     expect(response.headers.get('x-host')).toBe('yes');
     expect(seen).toEqual([404]);
+  });
+
+  it('carries the Koa context as request.native, to identify and onError', async () => {
+    const contexts: Koa.Context[] = [];
+    const seen: unknown[] = [];
+    const app = new Koa();
+    app.use(async (ctx, next) => {
+      contexts.push(ctx);
+      ctx.state.user = ctx.get('x-user');
+      await next();
+    });
+    app.use(
+      exportMiddleware(await createManager(), {
+        identify: (request, ctx) => {
+          seen.push(request.native, ctx);
+          if (ctx.state.user === 'crash') throw new Error('session store down');
+          return ctx.state.user as string;
+        },
+        onError: (_error, request) => seen.push(request.native),
+      }),
+    );
+    const url = await start(app);
+    expect((await fetch(`${url}/export/jobs`, { headers: { 'x-user': 'alice' } })).status).toBe(200);
+    expect((await fetch(`${url}/export/datasets`, { headers: { 'x-user': 'crash' } })).status).toBe(500);
+    expect(contexts).toHaveLength(2);
+    const [first, second] = contexts as [Koa.Context, Koa.Context];
+    expect(seen).toHaveLength(5);
+    for (const [index, native] of seen.entries()) expect(native).toBe(index < 2 ? first : second);
   });
 
   it('streams an export, and a client that leaves aborts it and frees its slot', async () => {

@@ -11,8 +11,11 @@ import type { ExportService } from './service.js';
 import { createDownloadSigner, type DownloadSigner, normalizePrefix } from './signing.js';
 import type { ExportHttpHandler, ExportHttpRequest, ExportHttpResponse } from './types.js';
 
-/** Options of {@link createExportHandler}; every adapter takes the same. */
-export interface ExportRoutesOptions {
+/**
+ * Options of {@link createExportHandler}; every adapter takes the same.
+ * @typeParam TNative - the framework's request that `identify` and `onError` find as `request.native`
+ */
+export interface ExportRoutesOptions<TNative = unknown> {
   /**
    * Where the API is mounted. Requests whose path is not under it are left to the host.
    * @default '/export'
@@ -33,7 +36,7 @@ export interface ExportRoutesOptions {
    * }
    * ```
    */
-  identify?(request: ExportHttpRequest): string | undefined | Promise<string | undefined>;
+  identify?(request: ExportHttpRequest<TNative>): string | undefined | Promise<string | undefined>;
   /**
    * Serve the manager's Prometheus registry at `<prefix>/metrics`. Off by default: the route
    * serves the whole registry (with `metrics: { registry }` on the manager, every metric of the
@@ -76,7 +79,7 @@ export interface ExportRoutesOptions {
    * @default emit `http:error` (error, `{ method, path }`) on the manager, or `console.error`
    * when nothing listens to it: a 5xx is never silent
    */
-  onError?(error: unknown, request: ExportHttpRequest): void;
+  onError?(error: unknown, request: ExportHttpRequest<TNative>): void;
   /**
    * Clock in epoch milliseconds (uptime, signed-link expiry); injectable for tests.
    * @default Date.now
@@ -94,7 +97,7 @@ export interface JobResource extends Job {
 }
 
 /** The handler of {@link createExportHandler}: an {@link ExportHttpHandler} that can also sign links. */
-export interface ExportRoutesHandler extends ExportHttpHandler {
+export interface ExportRoutesHandler<TNative = unknown> extends ExportHttpHandler<TNative> {
   /** The normalised mount prefix, e.g. `/export`. */
   readonly prefix: string;
   /**
@@ -115,6 +118,11 @@ export interface ExportRoutesHandler extends ExportHttpHandler {
  * http.createServer(toNodeHandler(handler)).listen(4001);
  * ```
  */
+export function createExportHandler<TNative = unknown>(
+  manager: ExportService,
+  options?: ExportRoutesOptions<TNative>,
+): ExportRoutesHandler<TNative>;
+// The body never reads `native`: it hands each request to `identify` and `onError` as it came.
 export function createExportHandler(
   manager: ExportService,
   options: ExportRoutesOptions = {},

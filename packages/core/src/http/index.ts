@@ -1,3 +1,5 @@
+// @spark-export/core/http: the framework-neutral HTTP API and the plumbing adapter authors need
+// to put it behind a framework (a request in, a response out), plus the pieces they reuse.
 export { attachmentDisposition, sanitizeFilename } from './download.js';
 export {
   createExportHandler,
@@ -9,6 +11,7 @@ export {
   type FromNodeRequestOptions,
   fromNodeRequest,
   sendNodeResponse,
+  splitUrl,
   type ToNodeHandlerOptions,
   toNodeHandler,
 } from './node.js';
@@ -20,14 +23,12 @@ export {
   problemType,
 } from './problem.js';
 export { EXPORT_ROUTES, type RouteName } from './routes.js';
+export type { ExportService } from './service.js';
+// Signed download links: one API, the signer (the handler's `signDownloadUrl` uses it too).
 export {
-  computeDownloadSignature,
   createDownloadSigner,
   type DownloadSignatureCheck,
-  type DownloadSignatureInput,
   type DownloadSigner,
   type DownloadSignerOptions,
-  signDownloadPath,
-  verifyDownloadSignature,
 } from './signing.js';
 export type { ExportHttpHandler, ExportHttpRequest, ExportHttpResponse } from './types.js';

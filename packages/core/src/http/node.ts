@@ -5,33 +5,52 @@ import { CancelledError } from '../errors.js';
 import { problemResponse } from './problem.js';
 import type { ExportHttpHandler, ExportHttpRequest, ExportHttpResponse } from './types.js';
 
-export interface FromNodeRequestOptions {
+export interface FromNodeRequestOptions<TNative = never> {
   /** A body the host already parsed; without it the handler reads `req` itself. */
   body?: unknown;
   /** The path to route on (with the prefix), when the host rewrote `req.url`. @default the path of `req.url` */
   path?: string;
+  /**
+   * The framework's own request, carried as the neutral request's `native` for `identify` and
+   * `onError` (a Koa `Context`, a `FastifyRequest`).
+   * @default `req`
+   */
+  native?: TNative;
+}
+
+/**
+ * Splits a request target (`req.url`, Express's `req.originalUrl`) at its first `?`: the path
+ * stays percent-encoded, as the handler routes on it; the query is parsed.
+ *
+ * @example
+ * ```ts
+ * splitUrl('/export/stream/orders?format=csv'); // { path: '/export/stream/orders', query: URLSearchParams { format: 'csv' } }
+ * ```
+ */
+export function splitUrl(url: string): { path: string; query: URLSearchParams } {
+  const queryAt = url.indexOf('?');
+  if (queryAt === -1) return { path: url, query: new URLSearchParams() };
+  return { path: url.slice(0, queryAt), query: new URLSearchParams(url.slice(queryAt + 1)) };
 }
 
 /**
  * Builds the neutral request from node's request and response. Its `signal` aborts when the
  * response closes before it finished (the client went away), which aborts a streamed export
  * and frees its slot. A request's own `close` cannot tell that: it fires once the body was read.
+ * Its `native` is `req` (an Express `Request` stays typed as one), or `options.native`.
  */
-export function fromNodeRequest(
-  req: IncomingMessage,
+export function fromNodeRequest<TReq extends IncomingMessage, TNative = TReq>(
+  req: TReq,
   res: ServerResponse,
-  options: FromNodeRequestOptions = {},
-): ExportHttpRequest {
-  const url = req.url ?? '/';
-  const queryAt = url.indexOf('?');
-  const path = options.path ?? (queryAt === -1 ? url : url.slice(0, queryAt));
-  const query = new URLSearchParams(queryAt === -1 ? '' : url.slice(queryAt + 1));
+  options: FromNodeRequestOptions<TNative> = {},
+): ExportHttpRequest<TNative> {
+  const { path, query } = splitUrl(req.url ?? '/');
   // Made on first use: most requests (a status, a 429) never look at it, and an AbortController
   // with its listener costs more than the rest of such a request.
   let signal: AbortSignal | undefined;
-  const request: ExportHttpRequest = {
+  const request: ExportHttpRequest<TNative> = {
     method: (req.method ?? 'GET').toUpperCase(),
-    path,
+    path: options.path ?? path,
     query,
     headers: req.headers,
     ...(options.body === undefined ? { bodyStream: req } : { body: options.body }),
@@ -39,6 +58,8 @@ export function fromNodeRequest(
       signal ??= responseSignal(res);
       return signal;
     },
+    // Without `options.native`, TNative is TReq (its default): `req` is of that type.
+    native: options.native === undefined ? (req as unknown as TNative) : options.native,
   };
   return request;
 }
@@ -103,7 +124,7 @@ export interface ToNodeHandlerOptions {
  * ```
  */
 export function toNodeHandler(
-  handler: ExportHttpHandler,
+  handler: ExportHttpHandler<IncomingMessage>,
   options: ToNodeHandlerOptions = {},
 ): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {

@@ -3,8 +3,10 @@ import type { Readable } from 'node:stream';
 /**
  * A framework-neutral HTTP request. Adapters build it from their framework's request; the
  * core handler owns routing, validation and error mapping.
+ *
+ * @typeParam TNative - the framework's own request object, carried as {@link native}
  */
-export interface ExportHttpRequest {
+export interface ExportHttpRequest<TNative = unknown> {
   /** Upper-case method, e.g. `GET`. */
   method: string;
   /** The full path without the query string, including the mount prefix, e.g. `/export/jobs`. */
@@ -18,6 +20,13 @@ export interface ExportHttpRequest {
   bodyStream?: Readable;
   /** Aborted when the client goes away. */
   signal: AbortSignal;
+  /**
+   * The framework's own request the neutral one was built from (Express `Request`, Koa
+   * `Context`, Fastify `FastifyRequest`, node's `IncomingMessage`), so that `identify` and
+   * `onError` can read what the host's middleware put there (`req.user`, `ctx.state`). The core
+   * never reads it.
+   */
+  native: TNative;
 }
 
 /** A framework-neutral HTTP response. */
@@ -28,4 +37,6 @@ export interface ExportHttpResponse {
 }
 
 /** Answers a request under the prefix, or `undefined` for a path outside it (call `next()`). */
-export type ExportHttpHandler = (request: ExportHttpRequest) => Promise<ExportHttpResponse | undefined>;
+export type ExportHttpHandler<TNative = unknown> = (
+  request: ExportHttpRequest<TNative>,
+) => Promise<ExportHttpResponse | undefined>;

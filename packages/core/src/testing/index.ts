@@ -1,7 +1,8 @@
 // The public surface of @spark-export/core/testing: contract suites for the three seams, so that
 // a second implementation (a Redis job store or limiter, an S3 storage) is held to the same
-// contract as the built-in ones, and the small helpers the suites and adapter tests share.
-// Requires vitest in the project that imports it.
+// contract as the built-in ones; the HTTP API's contract for adapters of a framework; and the
+// small helpers the suites and adapter tests share. Requires vitest in the project that imports
+// it; the HTTP contract also prom-client, and ajv, ajv-formats (and yaml) only with `openapi`.
 
 // Helpers for deterministic tests.
 export { type Deferred, deferred } from './deferred.js';
@@ -11,6 +12,14 @@ export {
   type ExportStorageContractOptions,
   type MakeExportStorage,
 } from './export-storage-contract.js';
+export {
+  type ContractServer,
+  describeHttpContract,
+  type HttpContractOptions,
+  listen,
+  type OpenApiSource,
+  type StartContractServer,
+} from './http-contract/index.js';
 export {
   describeJobStoreContract,
   type JobStoreContractOptions,

@@ -1,26 +1,14 @@
-// Shared by the adapter packages' own tests (not only the contract suite): managers, temp dirs,
-// servers on 127.0.0.1:0, cleaned up by `cleanup()` in `afterEach`.
-import { once } from 'node:events';
+// Shared by the HTTP tests of the core and the adapter packages (the contract suite itself is
+// published from @spark-export/core/testing): managers, temp dirs, servers on 127.0.0.1:0,
+// cleaned up by `cleanup()` in `afterEach`, and the README example checks.
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExportManager, type ExportManagerOptions } from '@spark-export/core';
+import { deferred } from '@spark-export/core/testing';
 import { expect } from 'vitest';
 
-export interface Deferred<T = void> {
-  promise: Promise<T>;
-  resolve: (value: T) => void;
-}
-
-export function deferred<T = void>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((res) => {
-    resolve = res;
-  });
-  return { promise, resolve };
-}
+export { listen } from '@spark-export/core/testing';
 
 /** Managers and temp directories made by a test, cleaned up by `cleanup()` in `afterEach`. */
 const managers: ExportManager[] = [];
@@ -58,21 +46,6 @@ export async function cleanup(): Promise<void> {
   await Promise.allSettled(
     directories.splice(0).map((directory) => rm(directory, { recursive: true, force: true })),
   );
-}
-
-/** Listens on 127.0.0.1, port 0; returns the origin and a `close` that also ends kept-alive sockets. */
-export async function listen(server: Server): Promise<{ url: string; close(): Promise<void> }> {
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        server.close((error) => (error ? reject(error) : resolve()));
-        server.closeAllConnections();
-      }),
-  };
 }
 
 export function postJson(

@@ -1,84 +1,43 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { Counter, Registry } from 'prom-client';
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ExportError } from '../../src/errors.js';
-import { ExportManager, type ExportManagerOptions } from '../../src/export-manager.js';
-import { type ExportRoutesOptions, signDownloadPath } from '../../src/http/index.js';
-import type { ExportManagerEvents } from '../../src/types.js';
-import { assertMatchesSchema } from './openapi.js';
+import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { ExportError } from '../../errors.js';
+import { ExportManager, type ExportManagerOptions } from '../../export-manager.js';
+import type { ExportRoutesOptions } from '../../http/handler.js';
+import { signDownloadPath } from '../../http/signing.js';
+import { VERSION } from '../../version.js';
+import { deferred } from '../deferred.js';
+import {
+  causes,
+  events,
+  nextEvent,
+  postJob,
+  rawRequest,
+  readJson,
+  readProblem,
+  sameBytesSignatures,
+  sample,
+} from './checks.js';
+import { loadSchemaCheck, type OpenApiSource, type SchemaCheck } from './openapi.js';
+import type { ContractServer, StartContractServer } from './server.js';
 
-/** A running server of one adapter, as {@link StartContractServer} returns it. */
-export interface ContractServer {
-  /** The origin, e.g. `http://127.0.0.1:53412`; the API is mounted at `${url}/export`. */
-  url: string;
-  close(): Promise<void>;
+/** Options of {@link describeHttpContract}. */
+export interface HttpContractOptions {
+  /**
+   * The OpenAPI document of the API (in this repository, `docs/openapi.yaml`): a parsed
+   * document, or the path of a YAML or JSON file. With it, every JSON body (jobs, lists,
+   * status, problems) is also checked against its component schemas, which needs `ajv` and
+   * `ajv-formats` installed (and `yaml` for a YAML file); they are loaded only then.
+   * @default undefined: bodies are not checked against schemas; every other assertion runs
+   */
+  openapi?: OpenApiSource;
 }
-
-/**
- * Starts a real server on 127.0.0.1, port 0, that mounts the HTTP API of `manager` with
- * `options` (prefix `/export`) and also answers the host route `GET /host/ping` with 200 `pong`
- * outside the prefix.
- */
-export type StartContractServer = (
-  manager: ExportManager,
-  options: ExportRoutesOptions,
-) => Promise<ContractServer>;
 
 const SECRET = 'contract-suite-signing-secret-0123456789';
-const CORE_VERSION = (
-  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
-
-interface Deferred<T = void> {
-  promise: Promise<T>;
-  resolve(value: T): void;
-}
-
-function deferred<T = void>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((done) => {
-    resolve = done;
-  });
-  return { promise, resolve };
-}
-
-type EventName = keyof ExportManagerEvents;
-
-/** Resolves with the arguments of the next `event` whose arguments satisfy `predicate`. Subscribe before acting. */
-function nextEvent<K extends EventName>(
-  manager: ExportManager,
-  event: K,
-  predicate: (...args: ExportManagerEvents[K]) => boolean = () => true,
-): Promise<ExportManagerEvents[K]> {
-  return new Promise((resolve) => {
-    const listener = (...args: ExportManagerEvents[K]) => {
-      if (!predicate(...args)) return;
-      manager.off(event, listener as never);
-      resolve(args);
-    };
-    manager.on(event, listener as never);
-  });
-}
-
-/** Resolves once `event` was emitted `count` times. Subscribe before acting. */
-function events(manager: ExportManager, event: EventName, count: number): Promise<void> {
-  let seen = 0;
-  return new Promise((resolve) => {
-    const listener = () => {
-      seen++;
-      if (seen < count) return;
-      manager.off(event, listener);
-      resolve();
-    };
-    manager.on(event, listener);
-  });
-}
 
 interface Fixture {
   manager: ExportManager;
@@ -92,6 +51,8 @@ interface Fixture {
   release(): void;
   /** The clock of the routes (signed-link expiry), in epoch ms. */
   clock: { now: number };
+  /** `request.native` of every request `identify` saw, in order. */
+  natives: unknown[];
 }
 
 interface FixtureOptions {
@@ -103,24 +64,41 @@ interface FixtureOptions {
 const NUMBERS_FOR_RANGES = 60;
 
 /**
- * The contract every adapter of the HTTP API satisfies. Each test builds its own manager in a
- * temp directory and its own server through `startServer`, and talks real HTTP to it.
+ * The contract every adapter of the HTTP API satisfies: routing and the host's own routes,
+ * owners, jobs, downloads with ranges and signed links, streamed exports, backpressure, client
+ * aborts, shutdown, RFC 9457 problems. Call it at the top level of a test file. Each test
+ * builds its own manager in a temp directory and its own server through `startServer`, and
+ * talks real HTTP to it. Needs vitest, and prom-client (the managers it builds have metrics).
  *
  * @example
  * ```ts
- * runContractSuite('express', async (manager, options) => {
+ * import { createServer } from 'node:http';
+ * import { describeHttpContract, listen } from '@spark-export/core/testing';
+ *
+ * describeHttpContract('express', (manager, options) => {
  *   const app = express();
  *   app.get('/host/ping', (_req, res) => res.type('text').send('pong'));
- *   app.use(exportRouter(manager, options));
- *   const server = app.listen(0, '127.0.0.1');
- *   await once(server, 'listening');
- *   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => closeServer(server) };
+ *   app.use('/export', createExportRouter(manager, options));
+ *   return listen(createServer(app));
  * });
  * ```
  */
-export function runContractSuite(name: string, startServer: StartContractServer): void {
+export function describeHttpContract(
+  name: string,
+  startServer: StartContractServer,
+  options: HttpContractOptions = {},
+): void {
   describe(`HTTP API contract: ${name}`, () => {
     const cleanups: (() => Promise<void>)[] = [];
+    let checkSchema: SchemaCheck | undefined;
+    const check: SchemaCheck = (schemaName, body) => checkSchema?.(schemaName, body);
+    const json = (response: Response, schema: string) => readJson(response, schema, check);
+    const problem = (response: Response, status: number, code: string, ...otherCodes: string[]) =>
+      readProblem(check, response, status, code, ...otherCodes);
+
+    beforeAll(async () => {
+      if (options.openapi !== undefined) checkSchema = await loadSchemaCheck(options.openapi);
+    });
 
     afterEach(async () => {
       for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
@@ -134,6 +112,7 @@ export function runContractSuite(name: string, startServer: StartContractServer)
       await writeFile(sentinel, 'do not touch');
       const gate = deferred();
       const clock = { now: Date.now() };
+      const natives: unknown[] = [];
       const manager = new ExportManager({
         directory,
         maxConcurrent: 2,
@@ -181,6 +160,7 @@ export function runContractSuite(name: string, startServer: StartContractServer)
       const server = await startServer(manager, {
         prefix: '/export',
         identify: (request) => {
+          natives.push(request.native);
           const owner = request.headers['x-owner'];
           if (owner === 'intruder') throw new ExportError('UNAUTHORIZED', 401, 'Unknown caller');
           if (owner === 'crash') throw new Error('session store unreachable at /srv/auth.js');
@@ -200,6 +180,7 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         sentinel,
         release: () => gate.resolve(),
         clock,
+        natives,
       };
     }
 
@@ -259,6 +240,20 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         }
         // An unknown path stays a 404, whatever the method.
         await problem(await fetch(`${api}/nope`, { method: 'PROPFIND' }), 404, 'NOT_FOUND');
+      });
+
+      it("hands identify and onError the framework's own request as request.native", async () => {
+        const reported: unknown[] = [];
+        const { api, natives } = await setup({
+          routes: { onError: (_error, request) => reported.push(request.native) },
+        });
+        await problem(await fetch(`${api}/datasets`, { headers: { 'x-owner': 'crash' } }), 500, 'INTERNAL');
+        expect(natives).toHaveLength(1);
+        expect(natives[0]).toBeTypeOf('object');
+        expect(natives[0]).not.toBeNull();
+        // The same object in both: what the host's auth put on it is there for the log line too.
+        expect(reported).toEqual([natives[0]]);
+        expect(reported[0]).toBe(natives[0]);
       });
 
       it('answers 401 when identify refuses the caller', async () => {
@@ -364,7 +359,7 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         expect(response.status).toBe(200);
         expect(await json(response, 'Status')).toMatchObject({
           status: 'ok',
-          version: CORE_VERSION,
+          version: VERSION,
           inFlight: 0,
           queued: 0,
           limit: 2,
@@ -388,12 +383,13 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         await manager.close();
         const response = await fetch(`${api}/status`);
         expect(response.status).toBe(503);
-        expect(await json(response, 'Status')).toMatchObject({ status: 'draining', version: CORE_VERSION });
+        expect(await json(response, 'Status')).toMatchObject({ status: 'draining', version: VERSION });
       });
     });
 
     describe('GET /metrics', () => {
       it('is off unless the host turns it on, even with a host registry', async () => {
+        const { Counter, Registry } = await import('prom-client');
         const registry = new Registry();
         new Counter({
           name: 'host_secret_orders_total',
@@ -408,6 +404,7 @@ export function runContractSuite(name: string, startServer: StartContractServer)
       });
 
       it('serves the manager’s registry with metrics: true', async () => {
+        const { Registry } = await import('prom-client');
         const registry = new Registry();
         const { api } = await setup({ manager: { metrics: { registry } }, routes: { metrics: true } });
         const response = await fetch(`${api}/metrics`);
@@ -670,7 +667,7 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         });
         expect(chunked.status).toBe(413);
         expect(chunked.headers['content-type']).toBe('application/problem+json');
-        assertMatchesSchema('Problem', JSON.parse(chunked.body.toString('utf8')));
+        check('Problem', JSON.parse(chunked.body.toString('utf8')));
         // The server is still fine.
         expect(await json(await fetch(`${api}/status`), 'Status')).toMatchObject({ status: 'ok' });
       });
@@ -1369,7 +1366,7 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         expect(Number(refused.retryAfter)).toBeGreaterThanOrEqual(1);
         expect(refused.contentType).toBe('application/problem+json');
         const body = JSON.parse(refused.body) as Record<string, unknown>;
-        assertMatchesSchema('Problem', body);
+        check('Problem', body);
         expect(body).toMatchObject({
           status: 429,
           code: 'BACKPRESSURE',
@@ -1411,103 +1408,5 @@ export function runContractSuite(name: string, startServer: StartContractServer)
         expect(Number(response.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
       });
     });
-  });
-}
-
-// ---- helpers ----------------------------------------------------------------------------
-
-function postJob(api: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
-  return fetch(`${api}/jobs`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-  });
-}
-
-/** Reads a JSON body, checking its media type and the OpenAPI schema. */
-async function json(response: Response, schema: string): Promise<Record<string, unknown>> {
-  const text = await response.text();
-  expect(response.headers.get('content-type'), text).toMatch(/^application\/json/);
-  const body = JSON.parse(text) as Record<string, unknown>;
-  assertMatchesSchema(schema, body);
-  return body;
-}
-
-/** Checks a problem response (status, media type, schema, code) and returns its body. */
-async function problem(
-  response: Response,
-  status: number,
-  code: string,
-  ...otherCodes: string[]
-): Promise<Record<string, unknown>> {
-  const text = await response.text();
-  expect(response.status, text).toBe(status);
-  expect(response.headers.get('content-type')).toBe('application/problem+json');
-  const body = JSON.parse(text) as Record<string, unknown>;
-  assertMatchesSchema('Problem', body);
-  expect(body.status).toBe(status);
-  expect([code, ...otherCodes]).toContain(body.code);
-  expect(body.type).toBe(
-    `https://spark-export.dev/problems/${String(body.code).toLowerCase().replace(/_/g, '-')}`,
-  );
-  return body;
-}
-
-/** The messages of an error and of its causes, for what an operator would read in a log. */
-function causes(error: unknown): string {
-  const messages: string[] = [];
-  for (let current = error; current instanceof Error; current = current.cause) messages.push(current.message);
-  return messages.join(' <- ');
-}
-
-const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
-
-/** The other spellings of a 43-character base64url value (32 bytes) that decode to the same bytes. */
-function sameBytesSignatures(sig: string): string[] {
-  const last = BASE64URL.indexOf(sig.at(-1)!);
-  const variants = [0, 1, 2, 3].map((low) => `${sig.slice(0, -1)}${BASE64URL[(last & ~3) | low]}`);
-  const others = variants.filter((variant) => variant !== sig);
-  for (const variant of others) {
-    expect(Buffer.from(variant, 'base64url').equals(Buffer.from(sig, 'base64url'))).toBe(true);
-  }
-  return others;
-}
-
-/** The value of one Prometheus sample with exactly these labels. */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split('\n')) {
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const found = Object.fromEntries(
-      [...(match[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)].map((m) => [
-        m[1],
-        m[2],
-      ]),
-    );
-    const keys = Object.keys(labels);
-    if (Object.keys(found).length === keys.length && keys.every((key) => found[key] === labels[key])) {
-      return Number(match[3]);
-    }
-  }
-  return undefined;
-}
-
-/** A request through node:http, for what fetch cannot express (chunked uploads). */
-function rawRequest(
-  url: string,
-  options: { method: string; headers: Record<string, string>; chunks: string[] },
-): Promise<{ status: number; headers: IncomingMessage['headers']; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const request = httpRequest(url, { method: options.method, headers: options.headers }, (response) => {
-      const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      response.on('end', () =>
-        resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(chunks) }),
-      );
-      response.on('error', reject);
-    });
-    request.on('error', reject);
-    for (const chunk of options.chunks) request.write(chunk);
-    request.end();
   });
 }
