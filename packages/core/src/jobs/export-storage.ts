@@ -6,7 +6,7 @@ export interface StorageWrite {
   readonly name: string;
   /** Where the export writes its bytes; the export ends it. */
   readonly stream: Writable;
-  /** Publishes the file durably (rename + fsync, CompleteMultipartUpload). Called once, after `stream` finished. */
+  /** Publishes the file durably (a rename on disk, a completed upload in object storage). Called once, after `stream` finished. */
   commit(file: { bytes: number; sha256: string; contentType: string }): Promise<void>;
   /** Throws away what was written (AbortMultipartUpload, remove the partial file). Safe after a failed commit. */
   abort(): Promise<void>;
