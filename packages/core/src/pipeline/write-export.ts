@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { Transform, type TransformCallback, type Writable } from 'node:stream';
+import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setImmediate as nextMacrotask } from 'node:timers/promises';
 import { createGzip } from 'node:zlib';
@@ -64,10 +64,20 @@ export async function writeExport(options: WriteExportOptions): Promise<WriteExp
   const limits = new TimeLimits(options.signal, options.limits ?? {}, options.destination);
   // Everything below listens to this signal: the caller's, or a time limit that was hit.
   const signal = limits.signal;
+  let source: RowSource | undefined;
+  // A Readable source that never pushes holds its pull forever, and on Node 22+ the pipeline
+  // waits for that pull before it settles: an aborted export (a time limit, a cancel) closes
+  // its source at once rather than when the pull returns.
+  const closeOnAbort = () => {
+    if (source instanceof Readable && !source.destroyed) source.destroy();
+  };
+  signal.addEventListener('abort', closeOnAbort, { once: true });
   try {
-    const source = await limits.opening(options.open);
+    source = await limits.opening(options.open);
+    if (signal.aborted) closeOnAbort();
     return await pump(options, encoder, source, signal, limits);
   } finally {
+    signal.removeEventListener('abort', closeOnAbort);
     limits.stop();
   }
 }
