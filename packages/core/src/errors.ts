@@ -63,7 +63,8 @@ export class ExportError extends Error {
   readonly code: ExportErrorCode;
   readonly statusCode: number;
   readonly details: Record<string, unknown> | undefined;
-  readonly [EXPORT_ERROR_BRAND] = true;
+  /** On the prototype (see below), not on each error: an own field made every 429 dearer. */
+  declare readonly [EXPORT_ERROR_BRAND]: true;
 
   constructor(code: ExportErrorCode, statusCode: number, message: string, options: ExportErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -78,6 +79,10 @@ export class ExportError extends Error {
     return { code: this.code, message: this.message };
   }
 }
+
+// The brand lives on the prototype: `isExportError` still sees it on errors of another copy of
+// this package, and constructing an error needs one property less.
+Object.defineProperty(ExportError.prototype, EXPORT_ERROR_BRAND, { value: true });
 
 /** Why a slot could not be had. */
 export type BackpressureReason =

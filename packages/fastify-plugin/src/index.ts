@@ -7,7 +7,6 @@ import {
   type ExportHttpResponse,
   type ExportRoutesOptions,
   fromNodeRequest,
-  splitUrl,
 } from '@spark-export/core/http';
 import type {
   FastifyError,
@@ -169,8 +168,8 @@ function toNeutral(
   reply: FastifyReply,
   bodyStream: Readable | undefined,
 ): ExportHttpRequest<FastifyRequest> {
-  const { path } = splitUrl(request.raw.url ?? request.url);
-  const neutral = fromNodeRequest(request.raw, reply.raw, { path, native: request });
+  // Routed on `request.raw.url`, which a host's `rewriteUrl` has already rewritten.
+  const neutral = fromNodeRequest(request.raw, reply.raw, { native: request });
   // A preParsing hook may have swapped the body stream (e.g. to decompress it): read that one.
   if (bodyStream) neutral.bodyStream = bodyStream;
   return neutral;
@@ -182,11 +181,17 @@ function toNeutral(
  * when the client goes away.
  */
 function send(reply: FastifyReply, response: ExportHttpResponse): FastifyReply {
-  // A string goes as a Buffer: Fastify would add `; charset=utf-8` to a JSON media type (and
-  // run a host reply serializer) on a string, unlike the other adapters.
-  const body = typeof response.body === 'string' ? Buffer.from(response.body) : response.body;
-  return reply.code(response.status).headers(response.headers).send(body);
+  reply.code(response.status).headers(response.headers);
+  // A string body is already serialized. Given to `send()` as it is, Fastify would add
+  // `; charset=utf-8` to a JSON media type such as `application/problem+json`, unlike the other
+  // adapters; a reply serializer that returns it unchanged keeps the core's Content-Type. That
+  // costs less than a Buffer of it, which measured about 5 µs dearer per 429.
+  if (typeof response.body === 'string') reply.serializer(keepSerialized);
+  return reply.send(response.body);
 }
+
+/** The reply serializer of a body the core has already serialized. */
+const keepSerialized = (body: unknown): string => body as string;
 
 type BadUrlHandler = (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined>;
 

@@ -292,21 +292,23 @@ export function createExportHandler(
     return owner === undefined ? {} : { owner };
   }
 
-  // Matching is pure: the last paths seen (a few datasets' stream routes, status) skip it.
-  const routes = new Map<string, Route | undefined>();
-  const routeOf = (path: string, segments: string[]): Route | undefined => {
-    if (routes.has(path)) return routes.get(path);
-    const route = matchRoute(segments);
+  // Matching is pure: the last paths seen (a few datasets' stream routes, status) skip it, and
+  // the split into segments too. `null` is a path outside the prefix (not ours to answer).
+  const routes = new Map<string, Route | null | undefined>();
+  const routeOf = (path: string): Route | null | undefined => {
+    let route = routes.get(path);
+    if (route !== undefined || routes.has(path)) return route;
+    const segments = underPrefix(prefix, path);
+    route = segments === undefined ? null : matchRoute(segments);
     if (routes.size >= 256) routes.clear();
     routes.set(path, route);
     return route;
   };
 
   const answer = async (request: ExportHttpRequest): Promise<ExportHttpResponse | undefined> => {
-    const segments = underPrefix(prefix, request.path);
-    if (segments === undefined) return undefined;
+    const route = routeOf(request.path);
+    if (route === null) return undefined;
     try {
-      const route = routeOf(request.path, segments);
       if (!route || (route.name === 'metrics' && !serveMetrics)) {
         return problemResponse(404, 'NOT_FOUND', 'No route matches this path');
       }

@@ -43,6 +43,24 @@ export function problemType(code: string): string {
   return type;
 }
 
+let lastProblem: {
+  status: number;
+  code: string;
+  detail: string;
+  field: string | undefined;
+  retryAfterSeconds: number | undefined;
+  body: string;
+  length: string;
+} = {
+  status: 0,
+  code: '',
+  detail: '',
+  field: undefined,
+  retryAfterSeconds: undefined,
+  body: '',
+  length: '0',
+};
+
 /** Builds a problem response. `extra` may carry `field` and `retryAfterSeconds`. */
 export function problemResponse(
   status: number,
@@ -54,14 +72,39 @@ export function problemResponse(
   // Written out in the Problem's key order rather than built and stringified, the constant
   // start kept per status and code: a 429 under load is the answer given most often.
   // Codes are the library's upper-snake-case constants: no escaping needed.
-  let body = `${problemStart(status, code)}"detail":${JSON.stringify(detail)},"code":"${code}"`;
-  if (extra.field !== undefined) body += `,"field":${JSON.stringify(extra.field)}`;
-  if (extra.retryAfterSeconds !== undefined)
-    body += `,"retryAfterSeconds":${JSON.stringify(extra.retryAfterSeconds)}`;
-  body += '}';
+  // A full server gives the same 429 over and over: the last body is kept with its length.
+  const last = lastProblem;
+  let body: string;
+  let length: string;
+  if (
+    last.detail === detail &&
+    last.status === status &&
+    last.code === code &&
+    last.field === extra.field &&
+    last.retryAfterSeconds === extra.retryAfterSeconds
+  ) {
+    body = last.body;
+    length = last.length;
+  } else {
+    body = `${problemStart(status, code)}"detail":${JSON.stringify(detail)},"code":"${code}"`;
+    if (extra.field !== undefined) body += `,"field":${JSON.stringify(extra.field)}`;
+    if (extra.retryAfterSeconds !== undefined)
+      body += `,"retryAfterSeconds":${JSON.stringify(extra.retryAfterSeconds)}`;
+    body += '}';
+    length = String(Buffer.byteLength(body));
+    lastProblem = {
+      status,
+      code,
+      detail,
+      field: extra.field,
+      retryAfterSeconds: extra.retryAfterSeconds,
+      body,
+      length,
+    };
+  }
   const all: Record<string, string> = {
     'content-type': PROBLEM_CONTENT_TYPE,
-    'content-length': String(Buffer.byteLength(body)),
+    'content-length': length,
     'cache-control': 'no-store',
     'x-content-type-options': 'nosniff',
   };
