@@ -63,6 +63,8 @@ export interface WebhookNotifierOptions {
 interface AttemptResult {
   statusCode: number | null;
   error: string | null;
+  /** The attempt was cut short by close(): it does not count, the delivery stays pending. */
+  interrupted?: boolean;
 }
 
 /**
@@ -79,6 +81,9 @@ export class WebhookNotifier {
   readonly #prefix: string;
   readonly #origin: string;
   readonly #creating = new Set<Promise<void>>();
+  /** Attempts in flight, aborted by close() so that a hanging receiver cannot hold a shutdown. */
+  readonly #sending = new Set<AbortController>();
+  #closing = false;
   #disabled = new Map<string, { url: string; at: string }>();
   #opened: Promise<void> | undefined;
 
@@ -161,6 +166,8 @@ export class WebhookNotifier {
   async close(): Promise<void> {
     await this.#opened?.catch(() => {});
     await Promise.allSettled([...this.#creating]);
+    this.#closing = true;
+    for (const controller of this.#sending) controller.abort();
     await this.#options.queue.close();
     await this.#options.store.close();
   }
@@ -170,6 +177,8 @@ export class WebhookNotifier {
     const { config, store, queue, now, endpointsFor, warn } = this.#options;
     const owner = context.owner;
     const notify = context.notify;
+    // endpointsFor is asked only about events some endpoint receives.
+    if (![...config.endpoints.values()].some((endpoint) => endpoint.events.has(type))) return;
     const names = endpointsFor ? (endpointsFor({ job, owner, notify }) ?? []) : [...config.endpoints.keys()];
     const endpoints: ResolvedEndpoint[] = [];
     for (const name of new Set(names)) {
@@ -236,6 +245,8 @@ export class WebhookNotifier {
       return undefined;
     }
     const result = await this.#send(endpoint, delivery);
+    // Left pending as stored: sent again after the restart.
+    if (result.interrupted) return undefined;
     const at = now();
     delivery.attempts++;
     delivery.lastAttemptAt = new Date(at).toISOString();
@@ -286,6 +297,8 @@ export class WebhookNotifier {
       .map((signer) => signer.sign(delivery.eventId, sentAt, delivery.payload))
       .join(' ');
     const controller = new AbortController();
+    if (this.#closing) return { statusCode: null, error: null, interrupted: true };
+    this.#sending.add(controller);
     const timer = this.#timers.setTimeout(() => controller.abort(), timeoutMs);
     try {
       const response = await this.#options.fetch(endpoint.url, {
@@ -307,11 +320,13 @@ export class WebhookNotifier {
       const ok = response.status >= 200 && response.status < 300;
       return { statusCode: response.status, error: ok ? null : `answered HTTP ${response.status}` };
     } catch (error) {
+      if (this.#closing) return { statusCode: null, error: null, interrupted: true };
       if (controller.signal.aborted) return { statusCode: null, error: `no answer within ${timeoutMs} ms` };
       const cause = (error as { cause?: { code?: unknown } }).cause;
       const code = typeof cause?.code === 'string' ? cause.code : 'a network error';
       return { statusCode: null, error: `could not connect (${code})` };
     } finally {
+      this.#sending.delete(controller);
       this.#timers.clearTimeout(timer);
     }
   }
