@@ -1,4 +1,4 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -8,6 +8,7 @@ import { createExportHandler, toNodeHandler } from '../src/http/index.js';
 import { verifyDownloadSignature } from '../src/http/signing.js';
 import type { Job } from '../src/jobs/job.js';
 import { LocalWebhookDeliveryQueue, type Timers } from '../src/notifications/delivery-queue.js';
+import { FileWebhookDeliveryStore, type WebhookDelivery } from '../src/notifications/delivery-store.js';
 import type { WebhookDeliveryView } from '../src/notifications/webhook-notifier.js';
 import type { WebhookEndpoint } from '../src/notifications/webhook-options.js';
 import { listen } from '../src/testing/index.js';
@@ -577,5 +578,60 @@ describe('webhooks', () => {
     finish.get('a1')?.(undefined);
     await queue.close();
     expect(queue.running).toBe(0);
+  });
+
+  it('keeps delivery records in files that a new store reads back, moving an unreadable one aside', async () => {
+    const directory = await tempDir('spark-deliveries-');
+    cleanup.push(() => removeDir(directory));
+    const warnings: string[] = [];
+    const store = new FileWebhookDeliveryStore(directory, { onWarning: (message) => warnings.push(message) });
+    await store.open();
+    const delivery: WebhookDelivery = {
+      version: 1,
+      id: 'whd_AAAAAAAAAAAAAAAAAAAAAA',
+      eventId: 'msg_AAAAAAAAAAAAAAAAAAAAAA',
+      type: 'export.succeeded',
+      jobId: 'exp_AAAAAAAAAAAAAAAAAAAAAA',
+      endpoint: 'default',
+      payload: '{"type":"export.succeeded"}',
+      status: 'pending',
+      attempts: 0,
+      createdAt: '2026-01-01T00:00:00.000Z',
+      nextAttemptAt: '2026-01-01T00:00:00.000Z',
+      lastAttemptAt: null,
+      deliveredAt: null,
+      lastStatusCode: null,
+      lastError: null,
+    };
+    // Writes of one record land in call order: the last one wins on disk.
+    void store.save(delivery);
+    await store.save({ ...delivery, status: 'delivered', attempts: 1 });
+    await store.setDisabled('gone', { url: 'https://gone.example/', at: '2026-01-01T00:00:00.000Z' });
+    await writeFile(join(directory, 'whd_BBBBBBBBBBBBBBBBBBBBBB.json'), '{"version":1,');
+    await writeFile(join(directory, 'whd_CCCCCCCCCCCCCCCCCCCCCC.json.0badc0de.tmp'), '{}');
+    await store.close();
+
+    const reopened = new FileWebhookDeliveryStore(directory, {
+      onWarning: (message) => warnings.push(message),
+    });
+    await reopened.open();
+    expect(await reopened.get(delivery.id)).toEqual({ ...delivery, status: 'delivered', attempts: 1 });
+    expect(await reopened.pending()).toEqual([]);
+    expect(await reopened.forJob(delivery.jobId)).toHaveLength(1);
+    expect(await reopened.finishedBefore(Date.parse('2026-01-02T00:00:00.000Z'))).toHaveLength(1);
+    expect(await reopened.disabledEndpoints()).toEqual(
+      new Map([['gone', { url: 'https://gone.example/', at: '2026-01-01T00:00:00.000Z' }]]),
+    );
+    expect(warnings).toEqual([
+      'Moved the unreadable webhook state whd_BBBBBBBBBBBBBBBBBBBBBB.json aside to whd_BBBBBBBBBBBBBBBBBBBBBB.json.corrupt',
+    ]);
+    expect((await readdir(directory)).sort()).toEqual([
+      'endpoints.json',
+      'whd_AAAAAAAAAAAAAAAAAAAAAA.json',
+      'whd_BBBBBBBBBBBBBBBBBBBBBB.json.corrupt',
+    ]);
+    await reopened.remove(delivery.id);
+    await reopened.close();
+    expect(await readdir(directory)).not.toContain('whd_AAAAAAAAAAAAAAAAAAAAAA.json');
   });
 });
