@@ -122,7 +122,13 @@ export class WebhookNotifier {
       this.#disabled.delete(name);
       await store.setDisabled(name, undefined);
     }
-    queue.start((id) => this.#attempt(id));
+    queue.start((id) =>
+      this.#attempt(id).catch((error: unknown) => {
+        // The state could not be read or stored (a full disk): tried again later, as stored.
+        this.#options.warn(`A webhook delivery attempt (${id}) failed to record its state`, error);
+        return this.#options.now() + config.initialBackoffMs;
+      }),
+    );
     for (const delivery of await store.pending()) {
       queue.schedule(delivery, Date.parse(delivery.nextAttemptAt ?? delivery.createdAt));
     }
