@@ -45,6 +45,14 @@ export interface SidecarSettings {
    * (`/export-files/` in nginx/export.conf). @default undefined (the sidecar sends files itself)
    */
   accelRedirectPrefix: string | undefined;
+  /** `EXPORT_WEBHOOK_URL`: where job events are POSTed (signed webhooks). @default undefined (none) */
+  webhookUrl: string | undefined;
+  /** `EXPORT_WEBHOOK_SECRET`: `whsec_` secrets, separated by spaces (rotation). Required with the URL. */
+  webhookSecrets: string[] | undefined;
+  /** `EXPORT_WEBHOOK_TIMEOUT_MS` @default 10000 */
+  webhookTimeoutMs: number;
+  /** `EXPORT_WEBHOOK_BACKOFF_MS`: the first retry delay, doubled per attempt. @default 5000 */
+  webhookBackoffMs: number;
 }
 
 /** One environment variable, as the docs describe it. */
@@ -173,6 +181,33 @@ export const ENV_VARIABLES: readonly EnvVariable[] = [
     meaning:
       'a path such as `/export-files/`: downloads answer with `X-Accel-Redirect: <prefix><file>` and no body, for nginx to send the file (X-Accel-Redirect in docs/operations.md)',
   },
+  {
+    name: 'EXPORT_WEBHOOK_URL',
+    setting: 'webhookUrl',
+    default: 'none',
+    meaning:
+      'an `http(s)://` URL that gets signed webhooks (Standard Webhooks) when jobs succeed, fail, are cancelled or expire; retried, state in `EXPORT_DIR/webhooks`',
+  },
+  {
+    name: 'EXPORT_WEBHOOK_SECRET',
+    setting: 'webhookSecrets',
+    default: 'none',
+    meaning:
+      'required with `EXPORT_WEBHOOK_URL`: a `whsec_...` secret, or several separated by spaces while rotating (each signs every delivery)',
+  },
+  {
+    name: 'EXPORT_WEBHOOK_TIMEOUT_MS',
+    setting: 'webhookTimeoutMs',
+    default: '`10000`',
+    meaning: 'time one webhook attempt may take before it counts as failed',
+  },
+  {
+    name: 'EXPORT_WEBHOOK_BACKOFF_MS',
+    setting: 'webhookBackoffMs',
+    default: '`5000`',
+    meaning:
+      'delay before the first retry of a webhook; doubled per attempt (with jitter, at most 1 h), 8 attempts in all',
+  },
 ];
 
 /**
@@ -263,6 +298,22 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     );
   }
 
+  const webhookUrl = get('EXPORT_WEBHOOK_URL');
+  if (webhookUrl !== undefined && !isHttpUrl(webhookUrl)) {
+    problems.push(
+      `Expected EXPORT_WEBHOOK_URL to be an http:// or https:// URL, got ${describeValue(webhookUrl)}`,
+    );
+  }
+  const webhookSecrets = get('EXPORT_WEBHOOK_SECRET')?.split(/\s+/);
+  if (webhookSecrets !== undefined && !webhookSecrets.every(isWebhookSecret)) {
+    problems.push(
+      'Expected EXPORT_WEBHOOK_SECRET to be whsec_ secrets (base64 of at least 24 bytes) separated by spaces (the value is not shown)',
+    );
+  }
+  if ((webhookUrl === undefined) !== (webhookSecrets === undefined)) {
+    problems.push('Expected EXPORT_WEBHOOK_URL and EXPORT_WEBHOOK_SECRET together, got only one of them');
+  }
+
   const settings: SidecarSettings = {
     port: integer('PORT', 4001, 0, 65_535),
     host,
@@ -281,7 +332,25 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     logLevel: logLevel as LogLevel,
     processMetrics: processMetricsText === 'true' || processMetricsText === '1',
     accelRedirectPrefix,
+    webhookUrl,
+    webhookSecrets,
+    webhookTimeoutMs: integer('EXPORT_WEBHOOK_TIMEOUT_MS', 10_000, 1),
+    webhookBackoffMs: integer('EXPORT_WEBHOOK_BACKOFF_MS', 5_000, 1),
   };
   if (problems.length > 0) throw new ConfigError('Invalid environment', problems);
   return settings;
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && !url.username && !url.password;
+  } catch {
+    return false;
+  }
+}
+
+/** What the core accepts as a Standard Webhooks secret: `whsec_` and base64 of 24 bytes or more. */
+function isWebhookSecret(secret: string): boolean {
+  return /^whsec_[A-Za-z0-9+/]+={0,2}$/.test(secret) && Buffer.from(secret.slice(6), 'base64').length >= 24;
 }

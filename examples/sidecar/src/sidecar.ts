@@ -113,6 +113,22 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
             ...(settings.maxTotalBytes === undefined ? {} : { maxTotalBytes: settings.maxTotalBytes }),
           },
         }),
+    ...(settings.webhookUrl === undefined || settings.webhookSecrets === undefined
+      ? {}
+      : {
+          webhooks: {
+            endpoints: [{ name: 'default', url: settings.webhookUrl, secrets: settings.webhookSecrets }],
+            timeoutMs: settings.webhookTimeoutMs,
+            initialBackoffMs: settings.webhookBackoffMs,
+            // Paths under the API's prefix: the receiver knows the public origin (nginx's).
+            links: {
+              prefix: PREFIX,
+              ...(settings.signingSecret === undefined
+                ? {}
+                : { signing: { secret: settings.signingSecret } }),
+            },
+          },
+        }),
   });
   logManagerEvents(manager, logger);
   try {
@@ -192,6 +208,8 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
       auth: settings.apiToken === undefined ? 'none' : 'bearer',
       ownerHeader: settings.ownerHeader ?? null,
       accelRedirectPrefix: settings.accelRedirectPrefix ?? null,
+      // The origin only: a URL's path or query may carry a token.
+      webhooks: settings.webhookUrl === undefined ? null : new URL(settings.webhookUrl).origin,
     },
     'spark-export sidecar listening',
   );

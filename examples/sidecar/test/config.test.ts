@@ -19,6 +19,9 @@ function problemsOf(fn: () => unknown): readonly string[] {
   throw new Error('expected a ConfigError');
 }
 
+const SECRET = `whsec_${Buffer.alloc(32, 1).toString('base64')}`;
+const NEW_SECRET = `whsec_${Buffer.alloc(32, 2).toString('base64')}`;
+
 describe('environment', () => {
   it('has the documented defaults', () => {
     expect(parseEnv({}, '/srv/app')).toEqual({
@@ -39,6 +42,10 @@ describe('environment', () => {
       logLevel: 'info',
       processMetrics: true,
       accelRedirectPrefix: undefined,
+      webhookUrl: undefined,
+      webhookSecrets: undefined,
+      webhookTimeoutMs: 10_000,
+      webhookBackoffMs: 5_000,
     });
   });
 
@@ -62,6 +69,10 @@ describe('environment', () => {
         LOG_LEVEL: 'DEBUG',
         EXPORT_PROCESS_METRICS: 'false',
         EXPORT_ACCEL_REDIRECT_PREFIX: '/export-files/',
+        EXPORT_WEBHOOK_URL: 'https://hooks.example.com/spark',
+        EXPORT_WEBHOOK_SECRET: `${SECRET} ${NEW_SECRET}`,
+        EXPORT_WEBHOOK_TIMEOUT_MS: '2000',
+        EXPORT_WEBHOOK_BACKOFF_MS: '1000',
       },
       '/srv',
     );
@@ -81,7 +92,25 @@ describe('environment', () => {
       logLevel: 'debug',
       processMetrics: false,
       accelRedirectPrefix: '/export-files/',
+      webhookUrl: 'https://hooks.example.com/spark',
+      webhookSecrets: [SECRET, NEW_SECRET],
+      webhookTimeoutMs: 2_000,
+      webhookBackoffMs: 1_000,
     });
+  });
+
+  it('takes a webhook URL only with its whsec_ secret, and never shows the secret', () => {
+    expect(problemsOf(() => parseEnv({ EXPORT_WEBHOOK_URL: 'https://hooks.example.com/' }))).toEqual([
+      'Expected EXPORT_WEBHOOK_URL and EXPORT_WEBHOOK_SECRET together, got only one of them',
+    ]);
+    expect(
+      problemsOf(() =>
+        parseEnv({ EXPORT_WEBHOOK_URL: 'file:///etc/passwd', EXPORT_WEBHOOK_SECRET: 'hunter2-hunter2' }),
+      ),
+    ).toEqual([
+      'Expected EXPORT_WEBHOOK_URL to be an http:// or https:// URL, got "file:///etc/passwd" (string)',
+      'Expected EXPORT_WEBHOOK_SECRET to be whsec_ secrets (base64 of at least 24 bytes) separated by spaces (the value is not shown)',
+    ]);
   });
 
   it('takes an X-Accel-Redirect prefix only as a path that starts and ends with a slash', () => {

@@ -28,6 +28,7 @@ const ALERT_NAMES = [
   'SparkExportDurationHigh',
   'SparkExportJobErrorsHigh',
   'SparkExportStalled',
+  'SparkExportWebhooksFailing',
 ];
 
 const histogram = (name: string) => [`${name}_bucket`, `${name}_sum`, `${name}_count`];
@@ -45,6 +46,8 @@ const KNOWN_METRICS = new Set([
   'export_bytes_total',
   'export_storage_bytes',
   'export_retention_deletions_total',
+  'export_webhook_deliveries_total',
+  ...histogram('export_webhook_delivery_latency_seconds'),
   'up',
 ]);
 const isKnownMetric = (name: string) => KNOWN_METRICS.has(name) || /^(process|nodejs)_/.test(name);
@@ -168,7 +171,7 @@ describe('metric name extraction used by these checks', () => {
 });
 
 describe('alerts.yml', () => {
-  it('defines the six SparkExport alerts in one group', () => {
+  it('defines the seven SparkExport alerts in one group', () => {
     expect(rulesFile.groups).toHaveLength(1);
     expect(alerts.map((rule) => rule.alert).sort()).toEqual(ALERT_NAMES);
   });

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { Admission } from './admission/admission.js';
 import { RetryAfterEstimator } from './admission/retry-after.js';
@@ -18,6 +19,10 @@ import { JobRunner } from './jobs/job-runner.js';
 import { JobService } from './jobs/job-service.js';
 import { LocalExportStorage } from './jobs/local-storage.js';
 import { type ExportMetrics, registerExportMetrics } from './metrics.js';
+import { LocalWebhookDeliveryQueue } from './notifications/delivery-queue.js';
+import { FileWebhookDeliveryStore } from './notifications/delivery-store.js';
+import { WebhookNotifier } from './notifications/webhook-notifier.js';
+import { checkWebhookOptions } from './notifications/webhook-options.js';
 import { checkManagerOptions, type ExportManagerOptions } from './options.js';
 import { StreamRunner } from './pipeline/stream-runner.js';
 import { ExportTelemetry } from './pipeline/telemetry.js';
@@ -63,6 +68,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
   readonly #admission: Admission;
   readonly #streams: StreamRunner;
   readonly #jobs: JobService | undefined;
+  readonly #notifier: WebhookNotifier | undefined;
   #sweeper: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
 
@@ -85,7 +91,12 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
       options.limiter ??
       new Semaphore({ limit: options.maxConcurrent ?? 5, maxQueued: Number.MAX_SAFE_INTEGER });
     this.metrics?.concurrencyLimit.inc(limiter.limit);
-    const emit: EmitEvent = this.emit.bind(this);
+    // Every event passes the notifier first, so that webhooks do not depend on listeners
+    // (removeAllListeners() must not turn them off).
+    const emit = ((event: keyof ExportManagerEvents, ...args: unknown[]) => {
+      this.#notifier?.observe(event, args);
+      return (this.emit as (event: string, ...args: unknown[]) => boolean)(event, ...args);
+    }) as EmitEvent;
     this.#admission = new Admission({
       limiter,
       estimator,
@@ -150,6 +161,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
         hasDataset: (name) => this.#datasets.has(name),
       });
     }
+    this.#notifier = this.#createNotifier(warn);
     this.ready = this.#recover();
     // Callers see recovery errors through the methods that await `ready`; never unhandled.
     this.ready.catch(() => {});
@@ -274,7 +286,10 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
 
   /** The job, or `NotFoundError` when it does not exist or belongs to another owner. */
   async get(id: string, options: CallerOptions = {}): Promise<Job> {
-    return (await this.#readyJobs()).get(id, options);
+    const job = await (await this.#readyJobs()).get(id, options);
+    // Read after the owner check of get(): another owner's job is a 404 before anything else.
+    if (this.#notifier) job.notifications = await this.#notifier.deliveriesOf(job.id);
+    return job;
   }
 
   /** The caller's jobs, newest first, paginated with an opaque cursor; filtered by status or dataset. */
@@ -312,6 +327,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
    */
   async sweep(): Promise<{ expired: number; forgotten: number }> {
     await this.ready;
+    await this.#notifier?.prune();
     return this.#jobs ? this.#jobs.sweep() : { expired: 0, forgotten: 0 };
   }
 
@@ -349,6 +365,8 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     }
     await idle();
     await this.#jobs?.close();
+    // After the jobs: the events of jobs interrupted above are recorded before the store closes.
+    await this.#notifier?.close();
     this.metrics?.concurrencyLimit.dec(this.#admission.limiter.limit);
   }
 
@@ -389,7 +407,50 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     return jobs;
   }
 
+  #createNotifier(warn: (message: string, cause?: unknown) => void): WebhookNotifier | undefined {
+    const webhooks = this.#options.webhooks;
+    if (webhooks === undefined) return undefined;
+    const config = checkWebhookOptions(webhooks);
+    if (!this.#jobs) throw new TypeError('Webhooks need jobs: pass `directory` (or `store` and `storage`)');
+    const directory = this.#options.directory;
+    const store =
+      webhooks.store ??
+      (directory
+        ? new FileWebhookDeliveryStore(join(directory, 'webhooks'), { onWarning: warn })
+        : undefined);
+    if (!store) {
+      throw new TypeError(
+        'Webhooks need a place for their delivery state: pass `directory` or `webhooks.store`',
+      );
+    }
+    const fetchImpl = webhooks.fetch ?? globalThis.fetch;
+    if (typeof fetchImpl !== 'function') {
+      throw new TypeError(`Expected webhooks.fetch to be a function, got ${typeof fetchImpl}`);
+    }
+    return new WebhookNotifier({
+      config,
+      endpointsFor: webhooks.endpointsFor,
+      links: webhooks.links,
+      store,
+      queue:
+        webhooks.queue ??
+        new LocalWebhookDeliveryQueue({
+          maxConcurrent: config.maxConcurrent,
+          maxConcurrentPerEndpoint: config.maxConcurrentPerEndpoint,
+          now: this.#now,
+          ...(webhooks.timers ? { timers: webhooks.timers } : {}),
+        }),
+      metrics: this.metrics,
+      fetch: fetchImpl,
+      now: this.#now,
+      random: this.#options.random ?? Math.random,
+      ...(webhooks.timers ? { timers: webhooks.timers } : {}),
+      warn,
+    });
+  }
+
   async #recover(): Promise<void> {
+    await this.#notifier?.open();
     await this.#jobs?.recover();
     const retention = this.#options.retention;
     if (this.#jobs && retention && !this.#closing) {

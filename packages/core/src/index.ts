@@ -109,6 +109,30 @@ export {
   type ExportOutcome,
   registerExportMetrics,
 } from './metrics.js';
+// Webhooks: the notifier's options, and the seams where delivery state and scheduling live.
+export {
+  LocalWebhookDeliveryQueue,
+  type LocalWebhookDeliveryQueueOptions,
+  type RunAttempt,
+  type Timers,
+  type WebhookDeliveryQueue,
+} from './notifications/delivery-queue.js';
+export {
+  FileWebhookDeliveryStore,
+  type WebhookDelivery,
+  type WebhookDeliveryStatus,
+  type WebhookDeliveryStore,
+} from './notifications/delivery-store.js';
+export type { WebhookDeliveryView, WebhookPayload } from './notifications/webhook-notifier.js';
+export {
+  DEFAULT_WEBHOOK_EVENTS,
+  WEBHOOK_EVENT_TYPES,
+  type WebhookEndpoint,
+  type WebhookEventType,
+  type WebhookJobContext,
+  type WebhookLinkOptions,
+  type WebhookOptions,
+} from './notifications/webhook-options.js';
 export type { ExportTimeLimits } from './pipeline/time-limits.js';
 export type { ExportRequest } from './request.js';
 // Sources: incremental parsers and cursors as row sources.

@@ -28,6 +28,8 @@ function loadPromClient(): PromClient {
 
 /** Histogram buckets for export durations: 100 ms to one hour. */
 export const DURATION_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
+/** Histogram buckets for the time from a job event to its webhook's delivery, retries included. */
+export const WEBHOOK_LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600];
 /** Histogram buckets for time spent waiting for a slot. */
 export const QUEUE_WAIT_BUCKETS = [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300];
 
@@ -67,6 +69,9 @@ export interface ExportMetrics {
   readonly bytes: Counter<'dataset' | 'format'>;
   readonly storageBytes: Gauge<string>;
   readonly retentionDeletions: Counter<'reason'>;
+  /** Webhook attempts by outcome: `delivered`, `retry`, `failed` (no attempts left), `disabled` (410). */
+  readonly webhookDeliveries: Counter<'outcome'>;
+  readonly webhookDeliveryLatency: Histogram<string>;
 }
 
 /**
@@ -191,6 +196,26 @@ export function registerExportMetrics(options: ExportMetricsOptions = {}): Expor
           name,
           help: 'Export files deleted by retention, by reason (age, size).',
           labelNames: ['reason'],
+          registers,
+        }),
+    ),
+    webhookDeliveries: getOrCreate(
+      'export_webhook_deliveries_total',
+      (name) =>
+        new Counter({
+          name,
+          help: 'Webhook delivery attempts, by outcome (delivered, retry, failed, disabled).',
+          labelNames: ['outcome'],
+          registers,
+        }),
+    ),
+    webhookDeliveryLatency: getOrCreate(
+      'export_webhook_delivery_latency_seconds',
+      (name) =>
+        new Histogram({
+          name,
+          help: 'Time from a job event to the 2xx of its webhook, retries included.',
+          buckets: WEBHOOK_LATENCY_BUCKETS,
           registers,
         }),
     ),

@@ -9,6 +9,7 @@ import type { JobStore } from './jobs/job-store.js';
 import type { LocalExportStorage } from './jobs/local-storage.js';
 import type { RetentionOptions } from './jobs/retention.js';
 import type { ExportMetrics, ExportMetricsOptions } from './metrics.js';
+import type { WebhookOptions } from './notifications/webhook-options.js';
 import { checkTimeLimits, type ExportTimeLimits } from './pipeline/time-limits.js';
 
 /** Options of the `ExportManager`. */
@@ -42,6 +43,12 @@ export interface ExportManagerOptions extends ExportTimeLimits {
   /** Metrics: a prom-client registry and prefix, ready metrics, or `false` for none. @default a private registry */
   metrics?: ExportMetricsOptions | ExportMetrics | false;
   retention?: RetentionOptions;
+  /**
+   * Signed webhooks (Standard Webhooks) to endpoints the operator configures, when jobs
+   * succeed, fail, are cancelled or expire. Needs jobs, and `directory` or `webhooks.store`
+   * for the delivery state.
+   */
+  webhooks?: WebhookOptions;
   /** Re-run jobs that were running or queued when the process died, instead of failing them. @default false */
   resumeInterrupted?: boolean;
   /** With `resumeInterrupted`: give up (INTERRUPTED) after this many starts. @default 3 */
@@ -50,7 +57,7 @@ export interface ExportManagerOptions extends ExportTimeLimits {
   progressIntervalMs?: number;
   /** Clock in epoch milliseconds; injectable for tests. @default Date.now */
   now?: () => number;
-  /** Random source in [0, 1) for retry-after jitter. @default Math.random */
+  /** Random source in [0, 1) for retry-after and webhook backoff jitter. @default Math.random */
   random?: () => number;
 }
 

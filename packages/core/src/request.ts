@@ -25,6 +25,12 @@ export interface ExportRequest {
   owner?: string;
   /** With `start()`: a second request with the same owner and key returns the first job. */
   idempotencyKey?: string;
+  /**
+   * With `start()`: a tag (1-64 letters, digits, `.`, `_`, `:`, `-`) handed to the
+   * `webhooks.endpointsFor` option, which maps it to endpoints the operator configured.
+   * Never a URL: clients never choose where webhooks go.
+   */
+  notify?: string;
 }
 
 /** A request checked against its dataset and format: everything an export needs to run. */
@@ -41,8 +47,10 @@ export interface PreparedExport {
   owner: string | undefined;
   filename: string | undefined;
   idempotencyKey: string | undefined;
+  notify: string | undefined;
 }
 
+const NOTIFY_TAG = /^[A-Za-z0-9._:-]{1,64}$/;
 const MAX_OWNER_LENGTH = 256;
 const MAX_FILENAME_LENGTH = 255;
 const MAX_IDEMPOTENCY_KEY_LENGTH = 200;
@@ -87,6 +95,13 @@ export function prepare(
     request.idempotencyKey,
     MAX_IDEMPOTENCY_KEY_LENGTH,
   );
+  const notify = request.notify ?? undefined;
+  if (notify !== undefined && (typeof notify !== 'string' || !NOTIFY_TAG.test(notify))) {
+    throw new ValidationError(
+      `Expected notify to be a tag of 1-64 letters, digits, ".", "_", ":" or "-" (not a URL), got ${describeValue(notify)}`,
+      { field: 'notify' },
+    );
+  }
   const csv = request.csv || csvDefaults ? { ...csvDefaults, ...request.csv } : undefined;
   const prepared: PreparedExport = {
     dataset,
@@ -99,6 +114,7 @@ export function prepare(
     owner,
     filename,
     idempotencyKey,
+    notify,
   };
   // Fail on bad CSV options now, not after the slot was taken.
   createEncoder(prepared);
@@ -124,6 +140,7 @@ export type RequestFields = Pick<
   | 'csv'
   | 'owner'
   | 'idempotencyKey'
+  | 'notify'
 >;
 
 /** The request as a job record stores it. {@link requestOfRecord} is its inverse. */
@@ -138,6 +155,8 @@ export function recordOfRequest(prepared: PreparedExport): RequestFields {
     csv: prepared.requestCsv ?? null,
     owner: prepared.owner ?? null,
     idempotencyKey: prepared.idempotencyKey ?? null,
+    // Only set when given, so that records of jobs without webhooks keep their old shape.
+    ...(prepared.notify === undefined ? {} : { notify: prepared.notify }),
   };
 }
 
@@ -153,6 +172,7 @@ export function requestOfRecord(record: RequestFields): ExportRequest {
     ...(record.csv ? { csv: record.csv } : {}),
     ...(record.owner ? { owner: record.owner } : {}),
     ...(record.idempotencyKey ? { idempotencyKey: record.idempotencyKey } : {}),
+    ...(record.notify ? { notify: record.notify } : {}),
   };
 }
 
@@ -164,6 +184,7 @@ export function sameRequest(a: RequestFields, b: RequestFields): boolean {
     a.compression === b.compression &&
     a.filename === b.filename &&
     a.owner === b.owner &&
+    (a.notify ?? null) === (b.notify ?? null) &&
     stableJson(a.params) === stableJson(b.params) &&
     stableJson(a.columns) === stableJson(b.columns) &&
     stableJson(a.csv) === stableJson(b.csv)

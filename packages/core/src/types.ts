@@ -86,6 +86,8 @@ export interface RejectionEvent {
 /** What job events tell beyond the public job: for logs and audits, not for clients. */
 export interface JobEventContext {
   owner: string | undefined;
+  /** The job's `notify` tag, when its request had one. */
+  notify?: string | undefined;
 }
 
 /** Typed events of the manager. */

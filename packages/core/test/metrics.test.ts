@@ -16,6 +16,8 @@ const METRIC_NAMES = [
   'export_concurrency_limit',
   'export_rows_total',
   'export_bytes_total',
+  'export_webhook_deliveries_total',
+  'export_webhook_delivery_latency_seconds',
 ];
 
 async function turns(count: number): Promise<void> {

@@ -8,6 +8,7 @@ export const JOB_REQUEST_FIELDS = [
   'columns',
   'filename',
   'compression',
+  'notify',
 ] as const;
 export const LIST_QUERY_KEYS = new Set(['status', 'dataset', 'limit', 'cursor']);
 export const STREAM_QUERY_KEYS = new Set(['format', 'columns', 'filename', 'compression']);
@@ -33,7 +34,7 @@ export function checkJobRequest(body: unknown): ExportRequest {
     }
     request[field] = input[field];
   }
-  for (const field of ['filename', 'compression'] as const) {
+  for (const field of ['filename', 'compression', 'notify'] as const) {
     const value = input[field];
     if (value === undefined) continue;
     if (typeof value !== 'string')

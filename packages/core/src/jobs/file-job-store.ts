@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileAtomic } from './atomic-file.js';
 import { isJobId, JOB_STATUSES, type JobRecord } from './job.js';
 import { type JobQuery, type JobStore, matchesQuery, newestFirst } from './job-store.js';
 
@@ -118,23 +118,8 @@ export class FileJobStore implements JobStore {
     return undefined;
   }
 
-  async #write(record: JobRecord): Promise<void> {
-    const target = this.manifestPath(record.id);
-    const temp = `${target}.${randomBytes(4).toString('hex')}.tmp`;
-    try {
-      const handle = await open(temp, 'wx');
-      try {
-        await handle.writeFile(`${JSON.stringify(record, null, 2)}\n`);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(temp, target);
-    } catch (error) {
-      // A full disk fails the write or the sync: no empty temp file may stay behind.
-      await rm(temp, { force: true }).catch(() => {});
-      throw error;
-    }
+  #write(record: JobRecord): Promise<void> {
+    return writeFileAtomic(this.manifestPath(record.id), `${JSON.stringify(record, null, 2)}\n`);
   }
 
   /** Manifest writes of one job happen one after another, in order. */

@@ -112,7 +112,7 @@ export class JobRunner {
     const { signal } = controller;
     const { store, telemetry, emit, now } = this.#options;
     const tracker = telemetry.track({ dataset: record.dataset, format: record.format });
-    const context: JobEventContext = { owner: record.owner ?? undefined };
+    const context = eventContext(record);
     let release: Release | undefined;
     // The slot (and the owner's share) is given back as soon as the data is written or the
     // export failed, before the manifest write: a client that sees the job finished and asks
@@ -221,7 +221,7 @@ export class JobRunner {
           const at = now();
           if (at - lastProgress >= this.#options.progressIntervalMs) {
             lastProgress = at;
-            emit('job:progress', this.view(record), { owner: record.owner ?? undefined });
+            emit('job:progress', this.view(record), eventContext(record));
           }
         },
       });
@@ -244,4 +244,9 @@ export class JobRunner {
       throw error;
     }
   }
+}
+
+/** What job events tell beside the job: its owner and `notify` tag. */
+export function eventContext(record: JobRecord): JobEventContext {
+  return { owner: record.owner ?? undefined, ...(record.notify ? { notify: record.notify } : {}) };
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Params } from '../dataset.js';
 import { describeValue, ValidationError } from '../errors.js';
 import type { CsvOptions, FormatName } from '../formats/types.js';
+import type { WebhookDeliveryView } from '../notifications/webhook-notifier.js';
 import type { JobQuery } from './job-store.js';
 
 export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'expired';
@@ -76,6 +77,8 @@ export interface JobRecord {
   error: JobErrorInfo | null;
   /** How many times the export was started (resumed jobs run again). */
   attempts: number;
+  /** The request's `notify` tag, for `webhooks.endpointsFor` (absent in older manifests). */
+  notify?: string | null;
 }
 
 /** A job as clients see it (HTTP API, `get`, `list`). */
@@ -94,6 +97,8 @@ export interface Job {
   queuePosition: number | null;
   file: JobFile | null;
   error: JobErrorInfo | null;
+  /** The job's webhook deliveries, on `get()` when webhooks are configured. */
+  notifications?: WebhookDeliveryView[];
 }
 
 export function toPublicJob(record: JobRecord, queuePosition: number | null): Job {

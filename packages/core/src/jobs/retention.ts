@@ -2,6 +2,7 @@ import type { ExportMetrics } from '../metrics.js';
 import type { EmitEvent } from '../types.js';
 import type { ExportStorage } from './export-storage.js';
 import { type Job, type JobRecord, toPublicJob } from './job.js';
+import { eventContext } from './job-runner.js';
 import type { JobStore } from './job-store.js';
 
 export interface RetentionOptions {
@@ -93,8 +94,10 @@ export async function expire(
   await context.store.save(record);
   if (reason === 'age' || reason === 'size') {
     context.metrics?.retentionDeletions.inc({ reason });
-    context.emit('job:expired', context.view ? context.view(record) : toPublicJob(record, null), {
-      owner: record.owner ?? undefined,
-    });
+    context.emit(
+      'job:expired',
+      context.view ? context.view(record) : toPublicJob(record, null),
+      eventContext(record),
+    );
   }
 }
