@@ -1,8 +1,11 @@
+import { fork } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import {
   type DatasetDefinition,
   ExportManager,
@@ -111,6 +114,17 @@ async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean
   return value;
 }
 
+/** The dataset the child replica hangs in (fixtures/replica.mjs); here it ends. */
+const slowDataset: DatasetDefinition = {
+  columns: [{ name: 'id' }, { name: 'pad' }],
+  async *source() {
+    for (let id = 0; id < CHILD_ROWS; id++) yield { id, pad: 'x'.repeat(100) };
+  },
+};
+const CHILD_ROWS = 2000;
+const fixture = fileURLToPath(new URL('./fixtures/replica.mjs', import.meta.url));
+const bullmqDist = fileURLToPath(new URL('../dist/index.js', import.meta.url));
+
 describe.skipIf(!bin)('BullJobQueue (real redis-server, two replicas in one process)', () => {
   let server: RedisServer;
   let directory: string;
@@ -134,10 +148,17 @@ describe.skipIf(!bin)('BullJobQueue (real redis-server, two replicas in one proc
   /** `count` replicas sharing one Redis prefix and one exports directory. */
   async function cluster(
     count: number,
-    options: { limit: number; gates: Gates; queue?: Partial<BullJobQueueOptions>; maxQueued?: number },
+    options: {
+      limit: number;
+      gates: Gates;
+      queue?: Partial<BullJobQueueOptions>;
+      maxQueued?: number;
+      /** Join replicas that run already (a child process) on this prefix and in `directory`. */
+      prefix?: string;
+    },
   ): Promise<[ExportManager, ExportManager]> {
-    const prefix = uniquePrefix();
-    directory = await mkdtemp(join(tmpdir(), 'spark-bull-'));
+    const prefix = options.prefix ?? uniquePrefix();
+    if (!options.prefix) directory = await mkdtemp(join(tmpdir(), 'spark-bull-'));
     const replicas: ExportManager[] = [];
     queues = [];
     for (let index = 0; index < count; index++) {
@@ -153,7 +174,7 @@ describe.skipIf(!bin)('BullJobQueue (real redis-server, two replicas in one proc
         jobQueue,
         maxQueued: options.maxQueued ?? 10,
         progressIntervalMs: 0,
-        datasets: { gated: options.gates.dataset() },
+        datasets: { gated: options.gates.dataset(), slow: slowDataset },
         metrics: false,
       });
       managers.push(manager);
@@ -329,5 +350,85 @@ describe.skipIf(!bin)('BullJobQueue (real redis-server, two replicas in one proc
     expect(claims.filter(Boolean)).toHaveLength(1);
     // Within the same interval nobody claims it again, the winner included.
     expect(await Promise.all(queues.map((queue) => queue.claimSweep()))).toEqual([false, false, false]);
+  });
+
+  describe('a replica killed mid-job (SIGKILL, child process)', () => {
+    const lockDurationMs = 1000;
+
+    beforeAll(() => {
+      if (!existsSync(bullmqDist)) {
+        throw new Error(
+          `${bullmqDist} is missing: the crash tests run the built packages in a child process. ` +
+            'Build them first (`npm run build` at the root); `npm test` does.',
+        );
+      }
+    });
+
+    /** Starts a replica in a child process, lets it start a job, and kills it mid-export. */
+    async function killedReplica(limit: number): Promise<{ prefix: string; id: string }> {
+      const prefix = uniquePrefix();
+      directory = await mkdtemp(join(tmpdir(), 'spark-bull-crash-'));
+      const child = fork(fixture, {
+        env: {
+          ...process.env,
+          SPARK_REPLICA: JSON.stringify({
+            port: server.port,
+            prefix,
+            directory,
+            limit,
+            lockDurationMs,
+            rows: CHILD_ROWS,
+          }),
+        },
+        stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      });
+      let stderr = '';
+      child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+        child.once('exit', (_code, signal) => resolve(signal)),
+      );
+      const id = await new Promise<string>((resolve, reject) => {
+        child.once('message', (message: { type: string; id: string }) => resolve(message.id));
+        void exited.then(() => reject(new Error(`The child replica exited early:\n${stderr}`)));
+      });
+      process.kill(child.pid as number, 'SIGKILL');
+      expect(await exited).toBe('SIGKILL');
+      return { prefix, id };
+    }
+
+    it('re-runs the job on a surviving replica: succeeded, with exactly one file', async () => {
+      const { prefix, id } = await killedReplica(2);
+      const gates = new Gates();
+      const [survivor] = await cluster(1, {
+        limit: 2,
+        gates,
+        prefix,
+        queue: { lockDurationMs, stalledIntervalMs: 200 },
+      });
+      expect((await survivor.get(id)).status).toBe('running');
+      const { job } = await nextEvent([survivor], 'job:succeeded', id);
+      expect(job.progress.rows).toBe(CHILD_ROWS);
+      // One committed file, the partial file of the dead run replaced, and it is the one served.
+      expect(await readdir(directory)).toEqual([job.file?.name]);
+      const file = await survivor.file(id);
+      const bytes = await readFile(file.path as string);
+      expect(createHash('sha256').update(bytes).digest('hex')).toBe(file.sha256);
+      expect(bytes.toString().trimEnd().split('\n')).toHaveLength(CHILD_ROWS + 1);
+    });
+
+    it('fails the job (INTERRUPTED) when its workers died more often than maxStalledCount, leaving no file', async () => {
+      const { prefix, id } = await killedReplica(2);
+      const gates = new Gates();
+      const [survivor] = await cluster(1, {
+        limit: 2,
+        gates,
+        prefix,
+        queue: { lockDurationMs, stalledIntervalMs: 200, maxStalledCount: 0 },
+      });
+      const { job } = await nextEvent([survivor], 'job:failed', id);
+      expect(job.error?.code).toBe('INTERRUPTED');
+      expect((await survivor.get(id)).status).toBe('failed');
+      expect(await readdir(directory)).toEqual([]);
+    });
   });
 });

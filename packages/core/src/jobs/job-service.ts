@@ -7,9 +7,12 @@ import {
   ValidationError,
   WriteError,
 } from '../errors.js';
+import { getFormat } from '../formats/index.js';
 import type { ExportMetrics } from '../metrics.js';
 import {
+  contentTypeOf,
   downloadNameOfRecord,
+  extensionOf,
   type PreparedExport,
   type RequestFields,
   recordOfRequest,
@@ -370,6 +373,8 @@ export class JobService {
     const { store, now, emit } = this.#options;
     const record = await store.get(id);
     if (!record || FINISHED_STATUSES.has(record.status)) return;
+    // A run that died mid-export may have left a partial write under the job's name.
+    if (record.status === 'running') await this.#discardPartial(record);
     record.status = outcome.status;
     record.error = outcome.status === 'failed' ? { ...outcome.error } : null;
     record.file = null;
@@ -380,6 +385,22 @@ export class JobService {
     else {
       const error = new CancelledError(outcome.error.message, { code: 'INTERRUPTED' });
       emit('job:failed', this.runner.view(record), error, context);
+    }
+  }
+
+  /** Replaces whatever partial write a dead run of `record` left with an empty one, and throws that away. */
+  async #discardPartial(record: JobRecord): Promise<void> {
+    const { storage, emit } = this.#options;
+    try {
+      const target = { format: getFormat(record.format), compression: record.compression };
+      const write = await storage.createWrite(record.id, {
+        extension: extensionOf(target),
+        contentType: contentTypeOf(target),
+        replace: true,
+      });
+      await write.abort();
+    } catch (error) {
+      emit('warning', `Could not remove the partial file of job ${record.id}`, error);
     }
   }
 
