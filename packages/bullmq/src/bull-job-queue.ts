@@ -55,7 +55,8 @@ export interface BullJobQueueOptions {
 
 /** How long a cancel marker outlives the cancel: a job cannot wait to start longer than this and still see it. */
 const CANCEL_MARKER_MS = 7 * 24 * 3600_000;
-const QUEUE_NAME = 'exports';
+/** The BullMQ queue's name (its keys are `<prefix>bull:exports:*`). */
+export const QUEUE_NAME = 'exports';
 
 interface LocalRun {
   controller: AbortController;

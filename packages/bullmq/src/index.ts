@@ -2,6 +2,7 @@
 // Everything exported here is covered by semver; anything else is internal.
 
 // Jobs as BullMQ jobs: any replica runs any job, recovery of dead workers, cross-process cancel.
+export { BullJobEventFeed, type BullJobEventFeedOptions } from './bull-job-event-feed.js';
 export { BullJobQueue, type BullJobQueueOptions } from './bull-job-queue.js';
 // A cluster-wide export limit with leases that expire when a replica dies.
 export { LeaseLostError } from './errors.js';

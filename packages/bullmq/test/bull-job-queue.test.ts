@@ -10,12 +10,19 @@ import {
   type DatasetDefinition,
   ExportManager,
   type Job,
+  type JobChange,
   LocalExportStorage,
   type Row,
 } from '@spark-export/core';
 import { type Deferred, deferred } from '@spark-export/core/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BullJobQueue, type BullJobQueueOptions, RedisJobStore, RedisLimiter } from '../src/index.js';
+import {
+  BullJobEventFeed,
+  BullJobQueue,
+  type BullJobQueueOptions,
+  RedisJobStore,
+  RedisLimiter,
+} from '../src/index.js';
 import { type RedisServer, requireRedisServer, startRedis, uniquePrefix } from './redis-server.js';
 
 const bin = await requireRedisServer();
@@ -130,6 +137,8 @@ describe.skipIf(!bin)('BullJobQueue (real redis-server, two replicas in one proc
   let directory: string;
   const managers: ExportManager[] = [];
   const limiters: RedisLimiter[] = [];
+  let lastPrefix = '';
+  const feedPrefix = () => lastPrefix;
   /** The queues of the last cluster(), by replica. */
   let queues: BullJobQueue[] = [];
 
@@ -158,6 +167,7 @@ describe.skipIf(!bin)('BullJobQueue (real redis-server, two replicas in one proc
     },
   ): Promise<[ExportManager, ExportManager]> {
     const prefix = options.prefix ?? uniquePrefix();
+    lastPrefix = prefix;
     if (!options.prefix) directory = await mkdtemp(join(tmpdir(), 'spark-bull-'));
     const replicas: ExportManager[] = [];
     queues = [];
@@ -281,6 +291,25 @@ describe.skipIf(!bin)('BullJobQueue (real redis-server, two replicas in one proc
     await expect(runner.get(job.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
   });
 
+  it('hands the jobs of a replica that shuts down to another replica, which finishes them', async () => {
+    const gates = new Gates();
+    const replicas = await cluster(2, { limit: 2, gates });
+    const started = nextEvent(replicas, 'job:started');
+    const job = await replicas[0].start({ dataset: 'gated', format: 'csv', params: { key: 'h' } });
+    const { manager: first } = await started;
+    await gates.waiting('h');
+    const other = replicas.find((manager) => manager !== first) as ExportManager;
+    const restarted = nextEvent([other], 'job:started', job.id);
+    const succeeded = nextEvent([other], 'job:succeeded', job.id);
+    await first.close({ drainTimeoutMs: 0 });
+    expect(gates.aborted.has('h')).toBe(true);
+    await restarted;
+    gates.open('h');
+    await succeeded;
+    expect((await other.get(job.id)).status).toBe('succeeded');
+    expect(await committedFiles(job.id)).toHaveLength(1);
+  });
+
   it('cancels a job still waiting in the queue: it never runs', async () => {
     const gates = new Gates();
     const [a, b] = await cluster(2, { limit: 1, gates });
@@ -341,6 +370,44 @@ describe.skipIf(!bin)('BullJobQueue (real redis-server, two replicas in one proc
     gates.open('idem');
     await nextEvent([a, b], 'job:succeeded', one.id);
     expect(gates.started).toEqual(['idem']);
+  });
+
+  it('feeds every replica the changes of jobs that run on any replica (BullJobEventFeed)', async () => {
+    const gates = new Gates();
+    const replicas = await cluster(2, { limit: 1, gates });
+    const feed = new BullJobEventFeed({
+      redis: server.client(),
+      store: new RedisJobStore({ redis: server.client(), prefix: feedPrefix() }),
+      prefix: feedPrefix(),
+    });
+    await feed.waitUntilReady();
+    const changes: JobChange[] = [];
+    const ended = deferred();
+    const unsubscribe = feed.subscribe((change) => {
+      changes.push(change);
+      if (change.type === 'succeeded' || change.type === 'cancelled') ended.resolve();
+    });
+    try {
+      const job = await replicas[0].start({
+        dataset: 'gated',
+        format: 'csv',
+        params: { key: 'f', rows: 2 },
+        owner: 'o',
+      });
+      await gates.waiting('f');
+      gates.open('f');
+      await ended.promise;
+      const types = changes.filter((change) => change.jobId === job.id).map((change) => change.type);
+      expect(types[0]).toBe('queued');
+      expect(types).toContain('started');
+      expect(types.at(-1)).toBe('succeeded');
+      expect(changes.every((change) => change.owner === 'o')).toBe(true);
+      // The feed only wakes; the state is read from any replica.
+      expect((await replicas[1].get(job.id, { owner: 'o' })).status).toBe('succeeded');
+    } finally {
+      unsubscribe();
+      await feed.close();
+    }
   });
 
   it('lets one replica per interval run the retention sweep', async () => {
