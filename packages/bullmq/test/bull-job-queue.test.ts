@@ -14,7 +14,7 @@ import {
   LocalExportStorage,
   type Row,
 } from '@spark-export/core';
-import { type Deferred, deferred } from '@spark-export/core/testing';
+import { type Deferred, deferred, describeJobQueueContract } from '@spark-export/core/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   BullJobEventFeed,
@@ -498,4 +498,32 @@ describe.skipIf(!bin)('BullJobQueue (real redis-server, two replicas in one proc
       expect(await readdir(directory)).toEqual([]);
     });
   });
+});
+
+// The JobQueue contract: queues made within one case share a prefix (replicas of one cluster).
+let contractServer: RedisServer | undefined;
+let contractPrefix = uniquePrefix();
+if (bin) {
+  beforeAll(async () => {
+    contractServer = await startRedis(bin);
+  });
+  afterAll(async () => {
+    await contractServer?.stop();
+  });
+}
+describe.skipIf(!bin)('BullJobQueue', () => {
+  describeJobQueueContract(
+    'BullJobQueue',
+    ({ concurrency }) =>
+      new BullJobQueue({
+        redis: (contractServer as RedisServer).client(),
+        concurrency,
+        prefix: contractPrefix,
+      }),
+    {
+      cleanup: async () => {
+        contractPrefix = uniquePrefix();
+      },
+    },
+  );
 });
