@@ -314,6 +314,9 @@ export class JobService {
     options: { signal: AbortSignal; onProgress?: (progress: { rows: number; bytes: number }) => void },
   ): Promise<JobRunOutcome> {
     const { store, runner, admission, now, emit } = this.#options;
+    // A queue that hands this process a job it still runs (its lock was lost and the job taken
+    // back) must not start a second run beside the first: that run ends, the queue retries.
+    if (runner.active(id)) throw new Error(`Job ${id} is already running in this process`);
     const record = await store.get(id);
     if (!record) return undefined;
     // Finished by an earlier run (whose process died before the queue heard of it): never run twice.
