@@ -125,6 +125,24 @@ describe('ExportManager with a jobQueue', () => {
     expect((await first.wait(job.id)).status).toBe('succeeded');
   });
 
+  it('answers 503 WRITE_FAILED when the queue cannot take the job (its backend is down), and keeps no record', async () => {
+    directory = await tempDir();
+    const queue = new InProcessQueue(1);
+    queue.enqueue = async () => {
+      throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' });
+    };
+    const manager = new ExportManager({
+      directory,
+      jobQueue: queue,
+      datasets: { gated: new Gates().dataset() },
+      metrics: false,
+    });
+    managers.push(manager);
+    const refused = manager.start({ dataset: 'gated', format: 'csv', params: { key: 'x' } });
+    await expect(refused).rejects.toMatchObject({ code: 'WRITE_FAILED', statusCode: 503 });
+    expect((await manager.list()).jobs).toEqual([]);
+  });
+
   it('answers a refusal of the queue as the error, and keeps no record of the refused job', async () => {
     directory = await tempDir();
     const queue = new InProcessQueue(1);

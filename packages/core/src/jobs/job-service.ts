@@ -283,7 +283,8 @@ export class JobService {
       await store.remove(record.id).catch((removeError: unknown) => {
         this.#options.emit('warning', `Could not remove the refused job ${record.id}`, removeError);
       });
-      throw error;
+      // A queue that cannot be reached (Redis down) is a 503, like a store that cannot be written.
+      throw isExportError(error) ? error : WriteError.fromStorage('Could not queue the export job', error);
     }
     this.#options.emit('job:queued', this.runner.view(record), { owner: record.owner ?? undefined });
     return this.runner.view(record);
