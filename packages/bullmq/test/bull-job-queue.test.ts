@@ -481,6 +481,8 @@ describe.skipIf(!bin)('BullJobQueue (real redis-server, two replicas in one proc
       const bytes = await readFile(file.path as string);
       expect(createHash('sha256').update(bytes).digest('hex')).toBe(file.sha256);
       expect(bytes.toString().trimEnd().split('\n')).toHaveLength(CHILD_ROWS + 1);
+      // Two starts: the dead one and the re-run.
+      expect((await new RedisJobStore({ redis: server.client(), prefix }).get(id))?.attempts).toBe(2);
     });
 
     it('fails the job (INTERRUPTED) when its workers died more often than maxStalledCount, leaving no file', async () => {
