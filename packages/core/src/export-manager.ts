@@ -4,7 +4,7 @@ import type { Writable } from 'node:stream';
 import { Admission } from './admission/admission.js';
 import { RetryAfterEstimator } from './admission/retry-after.js';
 import { Semaphore } from './admission/semaphore.js';
-import { checkInteger } from './checks.js';
+import { checkInteger, describeValue } from './checks.js';
 import {
   type Dataset,
   type DatasetDefinition,
@@ -133,6 +133,15 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     if ((store === undefined) !== (storage === undefined)) {
       throw new TypeError('Expected both store and storage for jobs (or a directory for both), got only one');
     }
+    const { jobQueue } = options;
+    if (jobQueue !== undefined) {
+      if (typeof jobQueue?.enqueue !== 'function' || typeof jobQueue.open !== 'function') {
+        throw new TypeError(
+          `Expected jobQueue to be a JobQueue (open, enqueue, cancel, close), got ${describeValue(jobQueue)}`,
+        );
+      }
+      if (!store || !storage) throw new TypeError('Expected store and storage (shared ones) with jobQueue');
+    }
     if (store && storage) {
       this.#jobs = new JobService({
         store,
@@ -149,6 +158,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
           emit,
           onStoredBytes: (delta) => this.metrics?.storageBytes.inc(delta),
         }),
+        queue: options.jobQueue,
         admission: this.#admission,
         metrics: this.metrics,
         queueTimeoutMs: options.queueTimeoutMs,
@@ -348,6 +358,9 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     this.#sweeper = undefined;
     await this.ready.catch(() => {});
     const runner = this.#jobs?.runner;
+    // A shared queue stops handing this process jobs first; it settles once the runs here ended.
+    const queueClosed = this.#jobs && this.#options.jobQueue?.close();
+    queueClosed?.catch(() => {});
     runner?.abortQueued(interrupted);
     this.#admission.close();
     const idle = () => Promise.all([runner?.idle(), this.#streams.idle()]);
@@ -364,6 +377,9 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
       this.#streams.abortAll(interrupted);
     }
     await idle();
+    await queueClosed?.catch((error: unknown) =>
+      this.emit('warning', 'The job queue did not close cleanly', error),
+    );
     await this.#jobs?.close();
     // After the jobs: the events of jobs interrupted above are recorded before the store closes.
     await this.#notifier?.close();
@@ -454,8 +470,13 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     await this.#jobs?.recover();
     const retention = this.#options.retention;
     if (this.#jobs && retention && !this.#closing) {
+      const queue = this.#options.jobQueue;
       this.#sweeper = setInterval(() => {
-        this.sweep().catch((error) => this.emit('warning', 'The retention sweep failed', error));
+        // With a shared queue one process per interval sweeps for the cluster.
+        const claimed = queue?.claimSweep ? queue.claimSweep() : Promise.resolve(true);
+        claimed
+          .then((mine) => (mine ? this.sweep() : undefined))
+          .catch((error) => this.emit('warning', 'The retention sweep failed', error));
       }, retention.sweepIntervalMs ?? 60_000);
       this.#sweeper.unref();
     }

@@ -5,6 +5,7 @@ import type { Dataset, DatasetDefinition, defineDataset } from './dataset.js';
 import type { CsvOptions } from './formats/types.js';
 import type { ExportStorage } from './jobs/export-storage.js';
 import type { FileJobStore } from './jobs/file-job-store.js';
+import type { JobQueue } from './jobs/job-queue.js';
 import type { JobStore } from './jobs/job-store.js';
 import type { LocalExportStorage } from './jobs/local-storage.js';
 import type { RetentionOptions } from './jobs/retention.js';
@@ -22,6 +23,13 @@ export interface ExportManagerOptions extends ExportTimeLimits {
   store?: JobStore;
   /** Where export files live. @default a {@link LocalExportStorage} in `directory` */
   storage?: ExportStorage;
+  /**
+   * Where and when jobs run. A shared queue (`BullJobQueue` of `@spark-export/bullmq`) runs
+   * any replica's jobs on any replica and owns recovery of jobs whose process died: the
+   * manager's start-up recovery does not run then. Needs `store` and `storage` (shared ones).
+   * @default jobs run in this process, as soon as admission lets them
+   */
+  jobQueue?: JobQueue;
   /** Hands out export slots; a shared one caps exports across processes. @default a {@link Semaphore} of `maxConcurrent` */
   limiter?: Limiter;
   /** Exports running at once, streams and jobs together (ignored with `limiter`). @default 5 */

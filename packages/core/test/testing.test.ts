@@ -6,11 +6,13 @@ import * as testing from '../src/testing/index.js';
 import { type Deferred, deferred } from '../src/testing/index.js';
 
 describe('@spark-export/core/testing', () => {
-  it('exports the four contract suites, deferred() and listen(), nothing else', () => {
+  it('exports the five contract suites, the recording runtime, deferred() and listen(), nothing else', () => {
     expect(Object.keys(testing).sort()).toEqual([
+      'RecordingRuntime',
       'deferred',
       'describeExportStorageContract',
       'describeHttpContract',
+      'describeJobQueueContract',
       'describeJobStoreContract',
       'describeLimiterContract',
       'listen',

@@ -20,8 +20,15 @@ export interface StorageWrite {
 export interface ExportStorage {
   /** Prepares the storage (create the directory, check the bucket). */
   open(): Promise<void>;
-  /** Starts writing the file of a job. `extension` is e.g. `csv` or `ndjson.gz`. */
-  createWrite(jobId: string, file: { extension: string; contentType: string }): Promise<StorageWrite>;
+  /**
+   * Starts writing the file of a job. `extension` is e.g. `csv` or `ndjson.gz`. `replace` is
+   * set when an earlier run of the job started (its process died, or a queue moved the job to
+   * another process): a partial write it left under this job's name is discarded, not an error.
+   */
+  createWrite(
+    jobId: string,
+    file: { extension: string; contentType: string; replace?: boolean },
+  ): Promise<StorageWrite>;
   /** The committed file's size, or `undefined` when there is none. */
   stat(name: string): Promise<{ bytes: number } | undefined>;
   /**

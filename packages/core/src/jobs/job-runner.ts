@@ -31,6 +31,8 @@ interface ActiveJob {
   controller: AbortController;
   /** Settles when the job reached a finished status and its files are in order. */
   settled: Promise<void>;
+  /** Told with each `job:progress` of the job (a shared queue stores and publishes it). */
+  onProgress: ((record: JobRecord) => void) | undefined;
 }
 
 /**
@@ -91,12 +93,18 @@ export class JobRunner {
    * Runs a stored job. `controller` must be the one whose signal the ticket's queue wait
    * listens to, so that cancelling a queued job gives its place back at once.
    */
-  launch(record: JobRecord, prepared: PreparedExport, ticket: Ticket, controller: AbortController): void {
+  launch(
+    record: JobRecord,
+    prepared: PreparedExport,
+    ticket: Ticket,
+    controller: AbortController,
+    onProgress?: (record: JobRecord) => void,
+  ): void {
     let resolveSettled!: () => void;
     const settled = new Promise<void>((resolve) => {
       resolveSettled = resolve;
     });
-    this.#active.set(record.id, { record, controller, settled });
+    this.#active.set(record.id, { record, controller, settled, onProgress });
     void this.#run(record, prepared, ticket, controller).finally(() => {
       this.#active.delete(record.id);
       resolveSettled();
@@ -204,7 +212,12 @@ export class JobRunner {
       }
     }
     const contentType = contentTypeOf(prepared);
-    const write = await storage.createWrite(record.id, { extension: extensionOf(prepared), contentType });
+    const write = await storage.createWrite(record.id, {
+      extension: extensionOf(prepared),
+      contentType,
+      // Not the first run: the one before may have left a partial write.
+      replace: record.attempts > 1,
+    });
     let lastProgress = 0;
     try {
       const result = await runExport(prepared, write.stream, {
@@ -222,6 +235,7 @@ export class JobRunner {
           if (at - lastProgress >= this.#options.progressIntervalMs) {
             lastProgress = at;
             emit('job:progress', this.view(record), eventContext(record));
+            this.#active.get(record.id)?.onProgress?.(record);
           }
         },
       });

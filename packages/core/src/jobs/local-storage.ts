@@ -29,13 +29,16 @@ export class LocalExportStorage implements ExportStorage {
     await mkdir(this.directory, { recursive: true });
   }
 
-  async createWrite(jobId: string, file: { extension: string }): Promise<StorageWrite> {
+  async createWrite(jobId: string, file: { extension: string; replace?: boolean }): Promise<StorageWrite> {
     if (!isJobId(jobId)) throw new TypeError(`Expected a job id, got ${JSON.stringify(String(jobId))}`);
     // `<id>.json` is the job's manifest: a JSON export must not be written (or served) under that name.
     const extension = file.extension.startsWith('json') ? `data.${file.extension}` : file.extension;
     const name = `${jobId}.${extension}`;
     const finalPath = this.pathOf(name);
     const partPath = `${finalPath}.part`;
+    // An earlier run of the job that died left its partial file: unlinked, never reopened, so a
+    // writer of that run still alive writes into a file nobody will publish.
+    if (file.replace) await rm(partPath, { force: true });
     // `flush` fsyncs the file before it is closed, so the rename in commit() publishes durable data.
     const stream: WriteStream = createWriteStream(partPath, { flags: 'wx', flush: true });
     // Failures surface through the export's pipeline; this keeps an early one from going unhandled.

@@ -1,4 +1,4 @@
-// The public surface of @spark-export/core/testing: contract suites for the three seams, so that
+// The public surface of @spark-export/core/testing: contract suites for the four seams, so that
 // a second implementation (a Redis job store or limiter, an S3 storage) is held to the same
 // contract as the built-in ones; the HTTP API's contract for adapters of a framework; and the
 // small helpers the suites and adapter tests share. Requires vitest in the project that imports
@@ -20,6 +20,13 @@ export {
   type OpenApiSource,
   type StartContractServer,
 } from './http-contract/index.js';
+export {
+  describeJobQueueContract,
+  type JobQueueContractOptions,
+  type MakeJobQueue,
+  type RecordedRun,
+  RecordingRuntime,
+} from './job-queue-contract.js';
 export {
   describeJobStoreContract,
   type JobStoreContractOptions,
