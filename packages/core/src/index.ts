@@ -99,6 +99,7 @@ export {
   type JobRecord,
   type JobStatus,
 } from './jobs/job.js';
+export type { JobChange, JobChangeType, JobEventFeed } from './jobs/job-events.js';
 export { type JobQuery, type JobStore, matchesQuery, newestFirst } from './jobs/job-store.js';
 export { LocalExportStorage } from './jobs/local-storage.js';
 export type { RetentionOptions } from './jobs/retention.js';
