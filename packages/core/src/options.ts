@@ -1,8 +1,8 @@
 import type { Limiter } from './admission/limiter.js';
 import type { Semaphore } from './admission/semaphore.js';
 import { checkInteger, checkOptionalInteger } from './checks.js';
-import { describeValue } from './errors.js';
 import type { Dataset, DatasetDefinition, defineDataset } from './dataset.js';
+import { describeValue } from './errors.js';
 import type { CsvOptions } from './formats/types.js';
 import type { ExportStorage } from './jobs/export-storage.js';
 import type { FileJobStore } from './jobs/file-job-store.js';

@@ -31,6 +31,8 @@ export interface EventStreamOptions {
   progressIntervalMs?: number;
   /** `Retry-After` of the 429 beyond `maxPerOwner`, in seconds. @default 5 */
   retryAfterSeconds?: number;
+  /** How long a browser waits before it reconnects after a dropped stream (the `retry:` field). @default 2000 */
+  reconnectMs?: number;
 }
 
 export interface ResolvedEventStreamOptions {
@@ -38,6 +40,7 @@ export interface ResolvedEventStreamOptions {
   heartbeatMs: number;
   progressIntervalMs: number;
   retryAfterSeconds: number;
+  reconnectMs: number;
 }
 
 export function checkEventStreamOptions(options: EventStreamOptions | undefined): ResolvedEventStreamOptions {
@@ -51,6 +54,7 @@ export function checkEventStreamOptions(options: EventStreamOptions | undefined)
     retryAfterSeconds: checkInteger('eventStreams.retryAfterSeconds', options?.retryAfterSeconds ?? 5, {
       min: 1,
     }),
+    reconnectMs: checkInteger('eventStreams.reconnectMs', options?.reconnectMs ?? 2000),
   };
 }
 
@@ -216,7 +220,7 @@ export function jobEventStream(input: JobEventStreamInput): ExportHttpResponse {
   };
 
   // How long a browser waits before it reconnects after a dropped connection.
-  body.push('retry: 2000\n\n');
+  body.push(`retry: ${options.reconnectMs}\n\n`);
   if (update(input.job)) end();
   return { status: 200, headers: eventStreamHeaders(), body };
 }

@@ -66,7 +66,7 @@ export interface ExportRoutesOptions<TNative = unknown> {
   /**
    * The events route, `GET <prefix>/jobs/:id/events` (Server-Sent Events): how many streams one
    * owner may hold open in this process, the heartbeat, the progress throttle.
-   * @default `{ maxPerOwner: 10, heartbeatMs: 15000, progressIntervalMs: 250, retryAfterSeconds: 5 }`
+   * @default `{ maxPerOwner: 10, heartbeatMs: 15000, progressIntervalMs: 250, retryAfterSeconds: 5, reconnectMs: 2000 }`
    */
   eventStreams?: EventStreamOptions;
   /**
