@@ -45,6 +45,8 @@ export interface SidecarSettings {
    * (`/export-files/` in nginx/export.conf). @default undefined (the sidecar sends files itself)
    */
   accelRedirectPrefix: string | undefined;
+  /** `EXPORT_UI`: the exports page at `/export/ui`. @default true */
+  ui: boolean;
 }
 
 /** One environment variable, as the docs describe it. */
@@ -173,6 +175,12 @@ export const ENV_VARIABLES: readonly EnvVariable[] = [
     meaning:
       'a path such as `/export-files/`: downloads answer with `X-Accel-Redirect: <prefix><file>` and no body, for nginx to send the file (X-Accel-Redirect in docs/operations.md)',
   },
+  {
+    name: 'EXPORT_UI',
+    setting: 'ui',
+    default: '`true`',
+    meaning: 'the exports page at `/export/ui` (`false` to leave it out; the API is unchanged)',
+  },
 ];
 
 /**
@@ -252,6 +260,11 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     );
   }
 
+  const uiText = (get('EXPORT_UI') ?? 'true').toLowerCase();
+  if (!['true', 'false', '1', '0'].includes(uiText)) {
+    problems.push(`Expected EXPORT_UI to be true or false, got ${describeValue(uiText)}`);
+  }
+
   const accelRedirectPrefix = get('EXPORT_ACCEL_REDIRECT_PREFIX');
   if (
     accelRedirectPrefix !== undefined &&
@@ -281,6 +294,7 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     logLevel: logLevel as LogLevel,
     processMetrics: processMetricsText === 'true' || processMetricsText === '1',
     accelRedirectPrefix,
+    ui: uiText === 'true' || uiText === '1',
   };
   if (problems.length > 0) throw new ConfigError('Invalid environment', problems);
   return settings;

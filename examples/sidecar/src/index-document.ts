@@ -12,6 +12,7 @@ export function indexDocument(prefix: string) {
       jobs: `${prefix}/jobs`,
       stream: `${prefix}/stream/{dataset}`,
       metrics: `${prefix}/metrics`,
+      events: `${prefix}/jobs/{id}/events`,
     },
     docs: {
       httpApi: 'docs/http-api.md',

@@ -9,6 +9,7 @@ import { type BuiltDatasets, buildDatasets, withDatasetProblems } from './datase
 import { parseEnv, type SidecarSettings } from './env.js';
 import { indexDocument } from './index-document.js';
 import { createLogger, type Logger, logHttpFailure, logManagerEvents } from './logging.js';
+import { registerUi } from './ui.js';
 
 export { ConfigError, type LoadedConfig, loadConfig, type SidecarConfig, validateConfig } from './config.js';
 export { parseEnv, type SidecarSettings } from './env.js';
@@ -158,6 +159,14 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
       return payload;
     });
   }
+  // The exports page: static files under the prefix, answered before the plugin's catch-all.
+  if (settings.ui) {
+    await registerUi(app as unknown as FastifyInstance, {
+      prefix: PREFIX,
+      bearer: settings.apiToken !== undefined,
+      ownerHeader: settings.ownerHeader,
+    });
+  }
   await app.register(exportPlugin, {
     manager,
     prefix: PREFIX,
@@ -192,6 +201,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
       auth: settings.apiToken === undefined ? 'none' : 'bearer',
       ownerHeader: settings.ownerHeader ?? null,
       accelRedirectPrefix: settings.accelRedirectPrefix ?? null,
+      ui: settings.ui ? `${origin}${PREFIX}/ui` : null,
     },
     'spark-export sidecar listening',
   );
