@@ -146,7 +146,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
   });
   // The banner's URL: answered before the plugin's catch-all, which would call it a 404.
   // Open like /status: it holds links, no data.
-  const index = JSON.stringify(indexDocument(PREFIX));
+  const index = JSON.stringify(indexDocument(PREFIX, { ui: settings.ui }));
   app.addHook('onRequest', async (request, reply) => {
     if (request.method !== 'GET' && request.method !== 'HEAD') return;
     const path = request.url.split('?')[0];

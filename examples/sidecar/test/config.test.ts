@@ -35,6 +35,7 @@ describe('environment', () => {
       apiToken: undefined,
       ownerHeader: undefined,
       signingSecret: undefined,
+      ui: true,
       databaseUrl: undefined,
       logLevel: 'info',
       processMetrics: true,
