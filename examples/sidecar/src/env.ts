@@ -45,6 +45,8 @@ export interface SidecarSettings {
    * (`/export-files/` in nginx/export.conf). @default undefined (the sidecar sends files itself)
    */
   accelRedirectPrefix: string | undefined;
+  /** `EXPORT_EVENT_STREAMS_PER_OWNER`: open `/jobs/:id/events` streams per owner (all anonymous callers together count as one). @default 10 */
+  eventStreamsPerOwner: number;
   /** `EXPORT_UI`: the exports page at `/export/ui`. @default true */
   ui: boolean;
 }
@@ -176,6 +178,13 @@ export const ENV_VARIABLES: readonly EnvVariable[] = [
       'a path such as `/export-files/`: downloads answer with `X-Accel-Redirect: <prefix><file>` and no body, for nginx to send the file (X-Accel-Redirect in docs/operations.md)',
   },
   {
+    name: 'EXPORT_EVENT_STREAMS_PER_OWNER',
+    setting: 'eventStreamsPerOwner',
+    default: '`10`',
+    meaning:
+      'open live-progress streams (`GET /export/jobs/:id/events`) per owner, all callers together without `EXPORT_OWNER_HEADER`; one more is a 429',
+  },
+  {
     name: 'EXPORT_UI',
     setting: 'ui',
     default: '`true`',
@@ -294,6 +303,7 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     logLevel: logLevel as LogLevel,
     processMetrics: processMetricsText === 'true' || processMetricsText === '1',
     accelRedirectPrefix,
+    eventStreamsPerOwner: integer('EXPORT_EVENT_STREAMS_PER_OWNER', 10, 1),
     ui: uiText === 'true' || uiText === '1',
   };
   if (problems.length > 0) throw new ConfigError('Invalid environment', problems);

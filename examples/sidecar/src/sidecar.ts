@@ -171,6 +171,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     manager,
     prefix: PREFIX,
     metrics: true,
+    eventStreams: { maxPerOwner: settings.eventStreamsPerOwner },
     identify: createIdentify({ apiToken: settings.apiToken, ownerHeader: settings.ownerHeader }),
     ...(settings.signingSecret === undefined ? {} : { signing: { secret: settings.signingSecret } }),
     ...(settings.accelRedirectPrefix === undefined

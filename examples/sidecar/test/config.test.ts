@@ -35,6 +35,7 @@ describe('environment', () => {
       apiToken: undefined,
       ownerHeader: undefined,
       signingSecret: undefined,
+      eventStreamsPerOwner: 10,
       ui: true,
       databaseUrl: undefined,
       logLevel: 'info',

@@ -30,21 +30,46 @@ describe('the exports page files', () => {
   });
 });
 
-describe('the exports page when EXPORT_UI=false', () => {
-  it('is not served, and the API is unchanged', async () => {
+describe('the sidecar with EXPORT_UI=false and EXPORT_EVENT_STREAMS_PER_OWNER=1', () => {
+  it('does not serve the page, and limits open event streams as configured', async () => {
     const dir = tempDir('spark-ui-off-');
     createItemsDatabase(join(dir, 'items.sqlite'), 3);
     const sidecar = await startTestSidecar(opsConfig(join(dir, 'items.sqlite')), {
       baseDir: dir,
-      env: { EXPORT_UI: 'false', LOG_LEVEL: 'silent' },
+      env: { EXPORT_UI: 'false', EXPORT_EVENT_STREAMS_PER_OWNER: '1', LOG_LEVEL: 'silent' },
     });
+    const gate = deferred();
     try {
       const page = await fetch(sidecar.url('/export/ui'));
       expect(page.status).toBe(404);
       expect(page.headers.get('content-type')).toBe('application/problem+json');
       await page.arrayBuffer();
       expect((await fetch(sidecar.url('/export/datasets'))).status).toBe(200);
+
+      sidecar.manager.defineDataset('held', {
+        async *source() {
+          yield { n: 1 };
+          await gate.promise;
+        },
+      });
+      const started = new Promise((resolve) => sidecar.manager.once('job:started', resolve));
+      const created = await fetch(sidecar.url('/export/jobs'), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ dataset: 'held', format: 'csv' }),
+      });
+      const { id } = (await created.json()) as { id: string };
+      await started;
+      const open = await fetch(sidecar.url(`/export/jobs/${id}/events`));
+      expect(open.status).toBe(200);
+      const refused = await fetch(sidecar.url(`/export/jobs/${id}/events`));
+      expect(refused.status).toBe(429);
+      expect(refused.headers.get('retry-after')).toBe('5');
+      expect(await refused.json()).toMatchObject({ code: 'TOO_MANY_EVENT_STREAMS' });
+      gate.resolve();
+      expect(await open.text()).toMatch(/event: succeeded\n/);
     } finally {
+      gate.resolve();
       await sidecar.close();
       removeDir(dir);
     }
