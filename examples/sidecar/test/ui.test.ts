@@ -81,7 +81,9 @@ describe.skipIf(browser.skip)('the exports page at /export/ui, in headless Chrom
   let sidecar: TestSidecar;
   let context: BrowserContext;
   let page: Page;
-  const gate = deferred();
+  const held = () => ({ gate: deferred(), arrived: deferred() });
+  /** Where the next export of `million` stops halfway, and tells that it got there. */
+  let halfway = held();
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
@@ -108,7 +110,11 @@ describe.skipIf(browser.skip)('the exports page at /export/ui, in headless Chrom
       count: (params) => params.rows,
       async *source(params) {
         for (let id = 1; id <= params.rows; id++) {
-          if (id === params.rows / 2) await gate.promise;
+          if (id === params.rows / 2) {
+            const stop = halfway;
+            stop.arrived.resolve();
+            await stop.gate.promise;
+          }
           yield { id, label: `row ${id}` };
         }
       },
@@ -139,13 +145,13 @@ describe.skipIf(browser.skip)('the exports page at /export/ui, in headless Chrom
   }, 60_000);
 
   afterAll(async () => {
-    gate.resolve();
+    halfway.gate.resolve();
     await context?.close();
     await sidecar?.close();
     if (dir) removeDir(dir);
   });
 
-  it('starts a 1M-row export, shows it live, tells "busy" on a 429, and downloads the exact file', async () => {
+  it('starts a 1M-row export, shows it live, tells "busy" on a 429, downloads the exact file, and cancels', async () => {
     const response = await page.goto(sidecar.url('/export/ui'));
     expect(response?.status()).toBe(200);
     expect(response?.headers()['content-security-policy']).toBe(UI_CONTENT_SECURITY_POLICY);
@@ -187,7 +193,11 @@ describe.skipIf(browser.skip)('the exports page at /export/ui, in headless Chrom
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: join(ARTIFACTS, 'exports-page.png'), fullPage: true });
 
-    gate.resolve();
+    // Let the first export go on; the next one stops at a gate of its own.
+    const first = halfway;
+    await first.arrived.promise;
+    halfway = held();
+    first.gate.resolve();
     await expect.poll(() => job.getAttribute('data-status'), { timeout: 60_000 }).toBe('succeeded');
     expect(Number(await bar.evaluate((node) => (node as unknown as { value: number }).value))).toBe(100);
     expect(await job.locator('.rows').textContent()).toMatch(/^1,000,000 of 1,000,000 rows/);
@@ -207,6 +217,18 @@ describe.skipIf(browser.skip)('the exports page at /export/ui, in headless Chrom
     expect(createHash('sha256').update(bytes).digest('hex')).toBe(record.file.sha256);
     expect(bytes.toString('utf8', 0, 20)).toBe('id,Label\n1,row 1\n2,r');
     expect(download.suggestedFilename()).toMatch(/\.csv$/);
+
+    // Cancel, by keyboard too: a second export, held halfway, ends `cancelled` without a download.
+    await page.getByLabel('Dataset', { exact: true }).selectOption('million');
+    await page.locator('#start-button').focus();
+    await page.keyboard.press('Enter');
+    const second = page.locator('#jobs li').first();
+    await expect.poll(() => second.getAttribute('data-job-id')).not.toBe(id);
+    await expect.poll(() => second.getAttribute('data-status')).toBe('running');
+    await second.getByRole('button', { name: 'Cancel' }).focus();
+    await page.keyboard.press('Enter');
+    await expect.poll(() => second.getAttribute('data-status')).toBe('cancelled');
+    expect(await second.getByRole('button').count()).toBe(0);
     expect(pageErrors).toEqual([]);
   }, 120_000);
 });
