@@ -12,7 +12,7 @@
 #   <out-dir>/package.json, package-lock.json
 #   <out-dir>/packages/core/{package.json,dist}
 #   <out-dir>/packages/fastify-plugin/{package.json,dist}
-#   <out-dir>/examples/sidecar/{package.json,dist,bin}
+#   <out-dir>/examples/sidecar/{package.json,dist,bin,ui}
 #   <out-dir>/examples/sidecar/data -> ../../data   (the demo database, in <out-dir>/data)
 #   <out-dir>/node_modules            (@spark-export/* are links to the folders above)
 #
@@ -47,6 +47,8 @@ cp "$src/package.json" "$src/package-lock.json" "$out/"
 # directory: the sidecar keeps it next to its package, which the image's user cannot write, so
 # it is a link to /app/data, the directory the image makes writable.
 cp -R "$src/examples/sidecar/bin" "$out/examples/sidecar/bin"
+# The exports page's static files (/export/ui), read next to dist/ at start-up.
+cp -R "$src/examples/sidecar/ui" "$out/examples/sidecar/ui"
 mkdir "$out/data"
 ln -s ../../data "$out/examples/sidecar/data"
 

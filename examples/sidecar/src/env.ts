@@ -53,6 +53,10 @@ export interface SidecarSettings {
   webhookTimeoutMs: number;
   /** `EXPORT_WEBHOOK_BACKOFF_MS`: the first retry delay, doubled per attempt. @default 5000 */
   webhookBackoffMs: number;
+  /** `EXPORT_EVENT_STREAMS_PER_OWNER`: open `/jobs/:id/events` streams per owner (all anonymous callers together count as one). @default 10 */
+  eventStreamsPerOwner: number;
+  /** `EXPORT_UI`: the exports page at `/export/ui`. @default true */
+  ui: boolean;
 }
 
 /** One environment variable, as the docs describe it. */
@@ -208,6 +212,19 @@ export const ENV_VARIABLES: readonly EnvVariable[] = [
     meaning:
       'delay before the first retry of a webhook; doubled per attempt (with jitter, at most 1 h), 8 attempts in all',
   },
+  {
+    name: 'EXPORT_EVENT_STREAMS_PER_OWNER',
+    setting: 'eventStreamsPerOwner',
+    default: '`10`',
+    meaning:
+      'open live-progress streams (`GET /export/jobs/:id/events`) per owner, all callers together without `EXPORT_OWNER_HEADER`; one more is a 429',
+  },
+  {
+    name: 'EXPORT_UI',
+    setting: 'ui',
+    default: '`true`',
+    meaning: 'the exports page at `/export/ui` (`false` to leave it out; the API is unchanged)',
+  },
 ];
 
 /**
@@ -287,6 +304,11 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     );
   }
 
+  const uiText = (get('EXPORT_UI') ?? 'true').toLowerCase();
+  if (!['true', 'false', '1', '0'].includes(uiText)) {
+    problems.push(`Expected EXPORT_UI to be true or false, got ${describeValue(uiText)}`);
+  }
+
   const accelRedirectPrefix = get('EXPORT_ACCEL_REDIRECT_PREFIX');
   if (
     accelRedirectPrefix !== undefined &&
@@ -336,6 +358,8 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     webhookSecrets,
     webhookTimeoutMs: integer('EXPORT_WEBHOOK_TIMEOUT_MS', 10_000, 1),
     webhookBackoffMs: integer('EXPORT_WEBHOOK_BACKOFF_MS', 5_000, 1),
+    eventStreamsPerOwner: integer('EXPORT_EVENT_STREAMS_PER_OWNER', 10, 1),
+    ui: uiText === 'true' || uiText === '1',
   };
   if (problems.length > 0) throw new ConfigError('Invalid environment', problems);
   return settings;

@@ -3,7 +3,7 @@
  * sidecar serves it itself (the core's handler has no route for its prefix root): links to the
  * API's entry points, and where the API is described (paths in the spark-export repository).
  */
-export function indexDocument(prefix: string) {
+export function indexDocument(prefix: string, options: { ui?: boolean } = {}) {
   return {
     service: 'spark-export-sidecar',
     links: {
@@ -12,6 +12,7 @@ export function indexDocument(prefix: string) {
       jobs: `${prefix}/jobs`,
       stream: `${prefix}/stream/{dataset}`,
       metrics: `${prefix}/metrics`,
+      ...(options.ui ? { ui: `${prefix}/ui` } : {}),
     },
     docs: {
       httpApi: 'docs/http-api.md',

@@ -9,6 +9,7 @@ import { type BuiltDatasets, buildDatasets, withDatasetProblems } from './datase
 import { parseEnv, type SidecarSettings } from './env.js';
 import { indexDocument } from './index-document.js';
 import { createLogger, type Logger, logHttpFailure, logManagerEvents } from './logging.js';
+import { registerUi } from './ui.js';
 
 export { ConfigError, type LoadedConfig, loadConfig, type SidecarConfig, validateConfig } from './config.js';
 export { parseEnv, type SidecarSettings } from './env.js';
@@ -161,7 +162,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
   });
   // The banner's URL: answered before the plugin's catch-all, which would call it a 404.
   // Open like /status: it holds links, no data.
-  const index = JSON.stringify(indexDocument(PREFIX));
+  const index = JSON.stringify(indexDocument(PREFIX, { ui: settings.ui }));
   app.addHook('onRequest', async (request, reply) => {
     if (request.method !== 'GET' && request.method !== 'HEAD') return;
     const path = request.url.split('?')[0];
@@ -174,10 +175,19 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
       return payload;
     });
   }
+  // The exports page: static files under the prefix, answered before the plugin's catch-all.
+  if (settings.ui) {
+    await registerUi(app as unknown as FastifyInstance, {
+      prefix: PREFIX,
+      bearer: settings.apiToken !== undefined,
+      ownerHeader: settings.ownerHeader,
+    });
+  }
   await app.register(exportPlugin, {
     manager,
     prefix: PREFIX,
     metrics: true,
+    eventStreams: { maxPerOwner: settings.eventStreamsPerOwner },
     identify: createIdentify({ apiToken: settings.apiToken, ownerHeader: settings.ownerHeader }),
     ...(settings.signingSecret === undefined ? {} : { signing: { secret: settings.signingSecret } }),
     ...(settings.accelRedirectPrefix === undefined
@@ -210,6 +220,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
       accelRedirectPrefix: settings.accelRedirectPrefix ?? null,
       // The origin only: a URL's path or query may carry a token.
       webhooks: settings.webhookUrl === undefined ? null : new URL(settings.webhookUrl).origin,
+      ui: settings.ui ? `${origin}${PREFIX}/ui` : null,
     },
     'spark-export sidecar listening',
   );

@@ -38,6 +38,8 @@ describe('environment', () => {
       apiToken: undefined,
       ownerHeader: undefined,
       signingSecret: undefined,
+      eventStreamsPerOwner: 10,
+      ui: true,
       databaseUrl: undefined,
       logLevel: 'info',
       processMetrics: true,

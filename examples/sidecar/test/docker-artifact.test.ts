@@ -184,7 +184,9 @@ describe('the image contents, built and started without Docker', () => {
       // node_modules only where npm nests a second version of a dependency.
       const entries = readdirSync(join(out, workspace)).filter((entry) => entry !== 'node_modules');
       expect(entries.sort()).toEqual(
-        workspace === 'examples/sidecar' ? ['bin', 'data', 'dist', 'package.json'] : ['dist', 'package.json'],
+        workspace === 'examples/sidecar'
+          ? ['bin', 'data', 'dist', 'package.json', 'ui']
+          : ['dist', 'package.json'],
       );
     }
     // The built-in demo's data directory is the one the image makes writable (/app/data).

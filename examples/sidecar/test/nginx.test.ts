@@ -1,13 +1,14 @@
 // nginx (the real one, Debian package `nginx`) in front of in-process sidecars, configured with
 // the shipped nginx/upstream.conf and nginx/export.conf as they are: only the upstream address and
 // the alias directory are substituted. Proves what export.conf promises: downloads unchanged,
-// ranges, streamed exports passed on unbuffered, 429 + Retry-After passed through, and the
+// ranges, streamed exports and job events passed on unbuffered, 429 + Retry-After passed through, and the
 // X-Accel-Redirect mode serving files from disk.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deferred } from '@spark-export/core/testing';
+import { EventSource } from 'eventsource';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   removeDir,
@@ -80,6 +81,10 @@ async function startNginx(sidecarPort: number, exportsDir: string): Promise<Runn
         `    uwsgi_temp_path ${prefix}/tmp/uwsgi;`,
         `    scgi_temp_path ${prefix}/tmp/scgi;`,
         '    sendfile on;',
+        // As many production configs have it: the event route must not be held back by gzip.
+        '    gzip on;',
+        '    gzip_min_length 1;',
+        '    gzip_types text/event-stream;',
         `    include ${prefix}/conf/upstream.conf;`,
         '    server {',
         `        listen 127.0.0.1:${port};`,
@@ -252,6 +257,53 @@ describe.skipIf(nginx.skip)('nginx in front of the sidecar (nginx/upstream.conf 
     const lines = received.trim().split('\n');
     expect(lines).toHaveLength(5_003);
     expect(JSON.parse(lines[5_002]!)).toMatchObject({ n: 5_003 });
+  });
+
+  it('passes job events (Server-Sent Events) on one by one: the first arrives while the job still runs', async () => {
+    // Events are a few hundred bytes: a buffering proxy (here: proxy_buffering with the http
+    // block's gzip on) holds them back until the job ends, and the first event would only come
+    // after the gate opened. Checked: with neither the route's `X-Accel-Buffering: no` nor
+    // export.conf's events location, this test times out; either one alone makes it pass.
+    await waitForIdle(sidecar.origin);
+    const gate = deferred();
+    let finished = false;
+    sidecar.manager.defineDataset('gated-events', {
+      async *source() {
+        yield { n: 1 };
+        await gate.promise;
+        yield { n: 2 };
+        finished = true;
+      },
+    });
+    const started = new Promise((resolve) => sidecar.manager.once('job:started', resolve));
+    const created = await postJob(proxy.origin, { dataset: 'gated-events', format: 'ndjson' });
+    expect(created.status).toBe(202);
+    await started;
+    const source = new EventSource(`${proxy.origin}${created.location}/events`);
+    const seen: { event: string; id: string; finished: boolean }[] = [];
+    const succeeded = deferred();
+    const running = deferred();
+    for (const name of ['running', 'progress', 'succeeded']) {
+      source.addEventListener(name, (event) => {
+        seen.push({ event: name, id: event.lastEventId, finished });
+        if (name === 'running') running.resolve();
+        if (name === 'succeeded') {
+          source.close();
+          succeeded.resolve();
+        }
+      });
+    }
+    await running.promise;
+    expect(seen[0]).toMatchObject({ event: 'running', finished: false });
+    gate.resolve();
+    await succeeded.promise;
+    const last = seen.at(-1);
+    expect(last).toMatchObject({ event: 'succeeded', id: 'succeeded:2', finished: true });
+    // Last-Event-ID passes through nginx: the client that saw the end is told to stop.
+    const again = await fetch(`${proxy.origin}${created.location}/events`, {
+      headers: { 'last-event-id': last?.id ?? '' },
+    });
+    expect(again.status).toBe(204);
   });
 
   it('passes a 429 through with its Retry-After while every slot is busy', async () => {

@@ -36,6 +36,7 @@ export type ExportErrorCode =
   | 'METHOD_NOT_ALLOWED'
   | 'JOBS_NOT_CONFIGURED'
   | 'JOB_FINISHED'
+  | 'TOO_MANY_EVENT_STREAMS'
   | 'INTERNAL';
 
 export interface ExportErrorOptions {

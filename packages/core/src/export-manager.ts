@@ -15,6 +15,7 @@ import {
 import { type BackpressureError, CancelledError } from './errors.js';
 import { FileJobStore } from './jobs/file-job-store.js';
 import type { Job } from './jobs/job.js';
+import { type JobEventFeed, localJobEventFeed } from './jobs/job-events.js';
 import { JobRunner } from './jobs/job-runner.js';
 import { JobService } from './jobs/job-service.js';
 import { LocalExportStorage } from './jobs/local-storage.js';
@@ -59,6 +60,11 @@ const interrupted = () =>
  */
 export class ExportManager extends EventEmitter<ExportManagerEvents> {
   readonly metrics: ExportMetrics | undefined;
+  /**
+   * Job changes (`queued`, `started`, `progress`, `succeeded`...) as wake-ups: the `events`
+   * option, or this manager's own `job:*` events. The events route of the HTTP API follows it.
+   */
+  readonly events: JobEventFeed;
   /** Resolves when stored jobs have been read and interrupted jobs recovered. */
   readonly ready: Promise<void>;
 
@@ -172,6 +178,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
       });
     }
     this.#notifier = this.#createNotifier(warn);
+    this.events = options.events ?? localJobEventFeed(this);
     this.ready = this.#recover();
     // Callers see recovery errors through the methods that await `ready`; never unhandled.
     this.ready.catch(() => {});
@@ -380,7 +387,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     await queueClosed?.catch((error: unknown) =>
       this.emit('warning', 'The job queue did not close cleanly', error),
     );
-    await this.#jobs?.close();
+    await Promise.allSettled([this.#jobs?.close(), this.events.close?.()]);
     // After the jobs: the events of jobs interrupted above are recorded before the store closes.
     await this.#notifier?.close();
     this.metrics?.concurrencyLimit.dec(this.#admission.limiter.limit);

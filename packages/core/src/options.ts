@@ -2,9 +2,11 @@ import type { Limiter } from './admission/limiter.js';
 import type { Semaphore } from './admission/semaphore.js';
 import { checkInteger, checkOptionalInteger } from './checks.js';
 import type { Dataset, DatasetDefinition, defineDataset } from './dataset.js';
+import { describeValue } from './errors.js';
 import type { CsvOptions } from './formats/types.js';
 import type { ExportStorage } from './jobs/export-storage.js';
 import type { FileJobStore } from './jobs/file-job-store.js';
+import type { JobEventFeed } from './jobs/job-events.js';
 import type { JobQueue } from './jobs/job-queue.js';
 import type { JobStore } from './jobs/job-store.js';
 import type { LocalExportStorage } from './jobs/local-storage.js';
@@ -61,6 +63,14 @@ export interface ExportManagerOptions extends ExportTimeLimits {
   resumeInterrupted?: boolean;
   /** With `resumeInterrupted`: give up (INTERRUPTED) after this many starts. @default 3 */
   maxAttempts?: number;
+  /**
+   * Where job changes come from, for `GET /export/jobs/:id/events` and anything else that
+   * follows jobs: a wake-up per change, after which the job is read from the store. A shared
+   * backend (BullMQ `QueueEvents`) passes a feed that carries every replica's changes; the
+   * manager closes it in `close()`.
+   * @default a local feed of this manager's own `job:*` events
+   */
+  events?: JobEventFeed;
   /** Milliseconds between `job:progress` events of one job. @default 250 */
   progressIntervalMs?: number;
   /** Clock in epoch milliseconds; injectable for tests. @default Date.now */
@@ -82,6 +92,11 @@ export function checkManagerOptions(options: ExportManagerOptions): {
   checkOptionalInteger('maxConcurrentPerOwner', options.maxConcurrentPerOwner, { min: 1 });
   checkInteger('maxAttempts', options.maxAttempts ?? 3, { min: 1 });
   checkTimeLimits(options);
+  if (options.events !== undefined && typeof options.events?.subscribe !== 'function') {
+    throw new TypeError(
+      `Expected events to be a JobEventFeed (an object with subscribe()), got ${describeValue(options.events)}`,
+    );
+  }
   const retention = options.retention ?? {};
   checkOptionalInteger('retention.maxAgeMs', retention.maxAgeMs, { min: 1 });
   checkOptionalInteger('retention.maxTotalBytes', retention.maxTotalBytes);

@@ -41,6 +41,8 @@ describe('docs/openapi.yaml', () => {
         'POST /jobs/{id}/cancel',
         'GET /jobs/{id}/download',
         'HEAD /jobs/{id}/download',
+        'GET /jobs/{id}/events',
+        'HEAD /jobs/{id}/events',
         'GET /stream/{dataset}',
         'HEAD /stream/{dataset}',
       ].sort(),

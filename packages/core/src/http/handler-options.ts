@@ -1,5 +1,6 @@
 // The options of the HTTP handler (every adapter takes the same) and the shapes it answers with.
 import type { Job } from '../jobs/job.js';
+import type { EventStreamOptions } from './events.js';
 import type { ExportHttpHandler, ExportHttpRequest } from './types.js';
 
 /**
@@ -63,6 +64,12 @@ export interface ExportRoutesOptions<TNative = unknown> {
    */
   accelRedirect?: { prefix: string };
   /**
+   * The events route, `GET <prefix>/jobs/:id/events` (Server-Sent Events): how many streams one
+   * owner may hold open in this process, the heartbeat, the progress throttle.
+   * @default `{ maxPerOwner: 10, heartbeatMs: 15000, progressIntervalMs: 250, retryAfterSeconds: 5, reconnectMs: 2000 }`
+   */
+  eventStreams?: EventStreamOptions;
+  /**
    * Told about every error answered with a 5xx (but 501): errors that are not the library's
    * (answered with a generic 500) and the library's own server-side failures, such as a source
    * that fails before its first row (502); and about a streamed export that failed after its
@@ -72,7 +79,7 @@ export interface ExportRoutesOptions<TNative = unknown> {
    */
   onError?(error: unknown, request: ExportHttpRequest<TNative>): void;
   /**
-   * Clock in epoch milliseconds (uptime, signed-link expiry); injectable for tests.
+   * Clock in epoch milliseconds (uptime, signed-link expiry, the progress throttle of event streams); injectable for tests.
    * @default Date.now
    */
   now?: () => number;

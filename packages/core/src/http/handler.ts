@@ -3,6 +3,13 @@ import type { Job } from '../jobs/job.js';
 import { VERSION } from '../version.js';
 import { readJsonBody } from './body.js';
 import { downloadResponse, fileExtension } from './download.js';
+import {
+  checkEventStreamOptions,
+  EventStreamCounter,
+  eventStreamHeaders,
+  jobEventStream,
+  tooManyEventStreams,
+} from './events.js';
 import type { ExportRoutesHandler, ExportRoutesOptions, JobResource } from './handler-options.js';
 import { errorToProblem, problemResponse } from './problem.js';
 import { badQuery, checkJobRequest, LIST_QUERY_KEYS, streamRequest } from './requests.js';
@@ -53,6 +60,8 @@ export function createExportHandler(
         ...(options.signing.ttlSeconds === undefined ? {} : { ttlSeconds: options.signing.ttlSeconds }),
       })
     : undefined;
+  const eventStreams = checkEventStreamOptions(options.eventStreams);
+  const openStreams = new EventStreamCounter();
   const serveMetrics = options.metrics ?? false;
   const onError = options.onError ?? reportToManager(manager);
   const report = (error: unknown, request: ExportHttpRequest): void => {
@@ -147,6 +156,11 @@ export function createExportHandler(
         const info = await manager.file(id, caller);
         return downloadResponse(request, info, { accelRedirect: options.accelRedirect });
       }
+      case 'events': {
+        const caller = await identify(request);
+        requireJobs();
+        return jobEvents(route.param!, request, caller);
+      }
       case 'stream': {
         const identified = identify(request);
         const caller = identified instanceof Promise ? await identified : identified;
@@ -191,6 +205,37 @@ export function createExportHandler(
         };
       }
     }
+  }
+
+  /**
+   * The job's changes as Server-Sent Events, for the caller who may see the job (404 for
+   * anyone else, as `GET /jobs/:id`), within the caller's number of open streams.
+   */
+  async function jobEvents(
+    id: string,
+    request: ExportHttpRequest,
+    caller: { owner?: string },
+  ): Promise<ExportHttpResponse> {
+    const feed = manager.events;
+    if (!feed) {
+      throw new ExportError('JOBS_NOT_CONFIGURED', 501, 'Job events are not available on this server');
+    }
+    const job = await manager.get(id, caller);
+    if (request.method === 'HEAD') return { status: 200, headers: eventStreamHeaders() };
+    const release = openStreams.take(caller.owner, eventStreams.maxPerOwner);
+    if (!release) return tooManyEventStreams(eventStreams.maxPerOwner, eventStreams.retryAfterSeconds);
+    return jobEventStream({
+      job,
+      read: () => manager.get(id, caller),
+      resource,
+      feed,
+      lastEventId: request.headers['last-event-id'],
+      signal: request.signal,
+      now,
+      options: eventStreams,
+      onClose: release,
+      onError: (error) => report(error, request),
+    });
   }
 
   /** Job routes, once the caller is known: without a directory `start()` would throw a bare TypeError (500). */

@@ -1,6 +1,15 @@
 import { isJobId } from '../jobs/job.js';
 
-export type RouteName = 'status' | 'metrics' | 'datasets' | 'jobs' | 'job' | 'cancel' | 'download' | 'stream';
+export type RouteName =
+  | 'status'
+  | 'metrics'
+  | 'datasets'
+  | 'jobs'
+  | 'job'
+  | 'cancel'
+  | 'download'
+  | 'events'
+  | 'stream';
 
 export interface Route {
   name: RouteName;
@@ -21,6 +30,7 @@ export const EXPORT_ROUTES: readonly { name: RouteName; path: string; methods: r
   { name: 'job', path: '/jobs/:id', methods: ['GET', 'HEAD', 'DELETE'] },
   { name: 'cancel', path: '/jobs/:id/cancel', methods: ['POST'] },
   { name: 'download', path: '/jobs/:id/download', methods: ['GET', 'HEAD'] },
+  { name: 'events', path: '/jobs/:id/events', methods: ['GET', 'HEAD'] },
   { name: 'stream', path: '/stream/:dataset', methods: ['GET', 'HEAD'] },
 ];
 

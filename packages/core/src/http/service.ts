@@ -1,6 +1,7 @@
 import type { Dataset } from '../dataset.js';
 import type { BackpressureError } from '../errors.js';
 import type { Job } from '../jobs/job.js';
+import type { JobEventFeed } from '../jobs/job-events.js';
 import type { ExportMetrics } from '../metrics.js';
 import type { ExportRequest } from '../request.js';
 import type { CallerOptions, JobFileInfo, ListOptions, OpenedExport } from '../types.js';
@@ -17,6 +18,8 @@ export interface ExportService {
   readonly jobsEnabled: boolean;
   readonly metrics?: Pick<ExportMetrics, 'registry'> | undefined;
   readonly datasets: readonly Dataset[];
+  /** Job changes, for `GET /jobs/:id/events`; without it that route answers 501. */
+  readonly events?: JobEventFeed | undefined;
   open(request: ExportRequest, options?: { signal?: AbortSignal }): Promise<OpenedExport>;
   /** The refusal (429/503) a stream of this request gets at once, checked before anything else, or `undefined`. */
   refusal(request: ExportRequest): BackpressureError | undefined;

@@ -137,3 +137,65 @@ export function rawRequest(
     request.end();
   });
 }
+
+/** One Server-Sent Event as a client parses it (a comment is `{ comment }`). */
+export interface SseMessage {
+  event?: string;
+  id?: string;
+  data?: string;
+  retry?: string;
+  comment?: string;
+}
+
+/**
+ * Reads a `text/event-stream` body message by message, as it arrives (so that a test sees
+ * whether an adapter flushes each event or buffers them). `next()` resolves with `undefined`
+ * at the end of the stream.
+ */
+export function sseReader(response: Response): {
+  next(): Promise<SseMessage | undefined>;
+  cancel(): Promise<void>;
+} {
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  const parse = (block: string): SseMessage => {
+    const message: SseMessage = {};
+    for (const line of block.split('\n')) {
+      if (line.startsWith(':')) {
+        message.comment = line.slice(1).trim();
+        continue;
+      }
+      const colon = line.indexOf(':');
+      const field = colon === -1 ? line : line.slice(0, colon);
+      const value = colon === -1 ? '' : line.slice(colon + 1).replace(/^ /, '');
+      if (field === 'data') message.data = message.data === undefined ? value : `${message.data}\n${value}`;
+      else if (field === 'event' || field === 'id' || field === 'retry') message[field] = value;
+    }
+    return message;
+  };
+  return {
+    async next() {
+      for (;;) {
+        const end = buffer.indexOf('\n\n');
+        if (end !== -1) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          return parse(block);
+        }
+        const { done, value } = await reader.read();
+        if (done) return undefined;
+        buffer += decoder.decode(value, { stream: true });
+      }
+    },
+    cancel: () => reader.cancel().catch(() => {}),
+  };
+}
+
+/** The next message of `reader` with an `event:` field (skipping `retry:` and comments). */
+export async function nextSseEvent(reader: ReturnType<typeof sseReader>): Promise<SseMessage | undefined> {
+  for (;;) {
+    const message = await reader.next();
+    if (message === undefined || message.event !== undefined) return message;
+  }
+}

@@ -15,12 +15,15 @@ import {
   causes,
   events,
   nextEvent,
+  nextSseEvent,
   postJob,
   rawRequest,
   readJson,
   readProblem,
+  type SseMessage,
   sameBytesSignatures,
   sample,
+  sseReader,
 } from './checks.js';
 import { loadSchemaCheck, type OpenApiSource, type SchemaCheck } from './openapi.js';
 import type { ContractServer, StartContractServer } from './server.js';
@@ -807,6 +810,7 @@ export function describeHttpContract(
           ['DELETE', `/jobs/${id}`],
           ['GET', `/jobs/${id}/download`],
           ['POST', `/jobs/${id}/cancel`],
+          ['GET', `/jobs/${id}/events`],
         ];
         const created = await problem(
           await postJob(api, { dataset: 'numbers', format: 'csv' }),
@@ -1117,6 +1121,132 @@ export function describeHttpContract(
         expect(
           (await fetch(`${fixture.api}/jobs/${job.id}/download`).then((r) => r.arrayBuffer())).byteLength,
         ).toBeGreaterThan(0);
+      });
+    });
+
+    describe('GET /jobs/:id/events', () => {
+      const eventsOf = (api: string, id: string, headers: Record<string, string> = {}) =>
+        fetch(`${api}/jobs/${id}/events`, { headers: { accept: 'text/event-stream', ...headers } });
+
+      it('sends the state at once and each change as it happens (unbuffered), then ends after the final state', async () => {
+        const fixture = await setup();
+        const started = nextEvent(fixture.manager, 'job:started');
+        const created = await json(await postJob(fixture.api, { dataset: 'blocking', format: 'csv' }), 'Job');
+        const id = created.id as string;
+        await started;
+        const response = await eventsOf(fixture.api, id);
+        expect(response.status).toBe(200);
+        expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
+        expect(response.headers.get('cache-control')).toMatch(/no-store/);
+        expect(response.headers.get('x-accel-buffering')).toBe('no');
+        const reader = sseReader(response);
+        // The job is still held by its source: this event can only arrive if the adapter
+        // passes each write on instead of buffering the response.
+        const running = await nextSseEvent(reader);
+        expect(running?.event).toBe('running');
+        expect(running?.id).toMatch(/^running:\d+$/);
+        const job = JSON.parse(running?.data ?? '{}') as Record<string, unknown>;
+        check('Job', job);
+        expect(job).toMatchObject({
+          id,
+          status: 'running',
+          links: { self: `/export/jobs/${id}`, download: null },
+        });
+        fixture.release();
+        let last: SseMessage | undefined;
+        for (let message = await nextSseEvent(reader); message; message = await nextSseEvent(reader)) {
+          expect(['progress', 'succeeded']).toContain(message.event);
+          if (message.event === 'progress') check('JobProgressEvent', JSON.parse(message.data ?? '{}'));
+          last = message;
+        }
+        expect(last?.event).toBe('succeeded');
+        const succeeded = JSON.parse(last?.data ?? '{}') as Record<string, unknown>;
+        check('Job', succeeded);
+        expect(succeeded).toMatchObject({
+          status: 'succeeded',
+          links: { download: `/export/jobs/${id}/download` },
+        });
+        expect(last?.id).toBe(`succeeded:${(succeeded.progress as { rows: number }).rows}`);
+
+        // A client that saw the final state and reconnects is told to stop (204).
+        const again = await eventsOf(fixture.api, id, { 'last-event-id': last?.id ?? '' });
+        expect(again.status).toBe(204);
+        expect(await again.text()).toBe('');
+        // A new client of a finished job gets its state once, then the end.
+        const late = sseReader(await eventsOf(fixture.api, id));
+        expect((await nextSseEvent(late))?.event).toBe('succeeded');
+        expect(await nextSseEvent(late)).toBeUndefined();
+      });
+
+      it('resumes from Last-Event-ID without repeating what the client saw', async () => {
+        const fixture = await setup();
+        const started = nextEvent(fixture.manager, 'job:started');
+        const created = await json(await postJob(fixture.api, { dataset: 'blocking', format: 'csv' }), 'Job');
+        const id = created.id as string;
+        await started;
+        const first = sseReader(await eventsOf(fixture.api, id));
+        const running = await nextSseEvent(first);
+        expect(running?.event).toBe('running');
+        await first.cancel();
+        const resumed = sseReader(await eventsOf(fixture.api, id, { 'last-event-id': running?.id ?? '' }));
+        fixture.release();
+        const seen: string[] = [];
+        for (let message = await nextSseEvent(resumed); message; message = await nextSseEvent(resumed)) {
+          seen.push(message.event ?? '');
+        }
+        expect(seen).not.toContain('running');
+        expect(seen.at(-1)).toBe('succeeded');
+      });
+
+      it('keeps the owner rules of the job routes and limits open streams per owner (429 with Retry-After)', async () => {
+        const fixture = await setup({ routes: { eventStreams: { maxPerOwner: 1, retryAfterSeconds: 7 } } });
+        const asAlice = { 'x-owner': 'alice' };
+        const started = nextEvent(fixture.manager, 'job:started');
+        const created = await json(
+          await postJob(fixture.api, { dataset: 'blocking', format: 'csv' }, asAlice),
+          'Job',
+        );
+        const id = created.id as string;
+        await started;
+        for (const headers of [{ 'x-owner': 'bob' }, {}] as Record<string, string>[]) {
+          await problem(await eventsOf(fixture.api, id, headers), 404, 'NOT_FOUND');
+        }
+        await problem(await eventsOf(fixture.api, 'exp_AAAAAAAAAAAAAAAAAAAAAA', asAlice), 404, 'NOT_FOUND');
+        await problem(await eventsOf(fixture.api, id, { 'x-owner': 'intruder' }), 401, 'UNAUTHORIZED');
+        const head = await fetch(`${fixture.api}/jobs/${id}/events`, { method: 'HEAD', headers: asAlice });
+        expect(head.status).toBe(200);
+        expect(head.headers.get('content-type')).toMatch(/^text\/event-stream/);
+        expect(await head.text()).toBe('');
+
+        const open = sseReader(await eventsOf(fixture.api, id, asAlice));
+        expect((await nextSseEvent(open))?.event).toBe('running');
+        const refused = await eventsOf(fixture.api, id, asAlice);
+        expect(refused.headers.get('retry-after')).toBe('7');
+        const body = await problem(refused, 429, 'TOO_MANY_EVENT_STREAMS');
+        expect(body.retryAfterSeconds).toBe(7);
+        // Other callers have places of their own.
+        const anonymous = await json(
+          await postJob(fixture.api, { dataset: 'numbers', format: 'csv' }),
+          'Job',
+        );
+        const theirs = await eventsOf(fixture.api, anonymous.id as string);
+        expect(theirs.status).toBe(200);
+        await theirs.text();
+
+        // Cancelling ends the stream with `cancelled`, and its place is free again.
+        const cancelled = await fetch(`${fixture.api}/jobs/${id}/cancel`, {
+          method: 'POST',
+          headers: asAlice,
+        });
+        expect(cancelled.status).toBe(200);
+        await cancelled.arrayBuffer();
+        let last: SseMessage | undefined;
+        for (let message = await nextSseEvent(open); message; message = await nextSseEvent(open))
+          last = message;
+        expect(last?.event).toBe('cancelled');
+        const after = sseReader(await eventsOf(fixture.api, id, asAlice));
+        expect((await nextSseEvent(after))?.event).toBe('cancelled');
+        expect(await nextSseEvent(after)).toBeUndefined();
       });
     });
 
