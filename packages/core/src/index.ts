@@ -61,7 +61,17 @@ export {
 } from './errors.js';
 // The manager.
 export { ExportManager, type ExportManagerOptions } from './export-manager.js';
-// Formats.
+// Compression of files and of streamed responses.
+export type { CompressionType } from './compression.js';
+// Formats, and how they write dates.
+export {
+  createDateRenderer,
+  type DateFormat,
+  type DateRenderer,
+  type DateRendererOptions,
+  type DateValue,
+  timeZoneOffsetMinutes,
+} from './formats/dates.js';
 export { csvFormat, getFormat, jsonFormat, ndjsonFormat } from './formats/index.js';
 export type {
   ColumnSpec,
@@ -128,6 +138,7 @@ export type {
   JobFileInfo,
   ListOptions,
   OpenedExport,
+  OpenOptions,
   RejectionEvent,
   StreamOptions,
 } from './types.js';
