@@ -62,9 +62,12 @@ export function checkCompression(value: unknown, field = 'compression'): Compres
     const { type: given, level: givenLevel, ...rest } = value as Record<string, unknown>;
     const extra = Object.keys(rest)[0];
     if (extra !== undefined) {
-      throw new ValidationError(`Unknown field "${extra.slice(0, 64)}" of ${field}; expected type and level`, {
-        field: `${field}.${extra.slice(0, 64)}`,
-      });
+      throw new ValidationError(
+        `Unknown field "${extra.slice(0, 64)}" of ${field}; expected type and level`,
+        {
+          field: `${field}.${extra.slice(0, 64)}`,
+        },
+      );
     }
     type = given;
     level = givenLevel;
@@ -105,9 +108,7 @@ export function createCompressor(compression: Compression | undefined): zlib.Gzi
     const createZstd = (zlib as unknown as { createZstdCompress: (options: object) => zlib.Gzip })
       .createZstdCompress;
     const constants = zlib.constants as unknown as Record<string, number>;
-    return createZstd(
-      level === undefined ? {} : { params: { [constants.ZSTD_c_compressionLevel!]: level } },
-    );
+    return createZstd(level === undefined ? {} : { params: { [constants.ZSTD_c_compressionLevel!]: level } });
   }
   return undefined;
 }

@@ -9,6 +9,8 @@ export type { RetryAfterEstimatorOptions } from './admission/retry-after.js';
 export { type AcquireOptions, Semaphore, type SemaphoreOptions } from './admission/semaphore.js';
 // Helpers for integrations (a sidecar, a store): one wording for option and input checks.
 export { checkInteger, describeValue } from './checks.js';
+// Compression of files and of streamed responses.
+export type { CompressionType } from './compression.js';
 // Datasets and their params.
 export {
   type Dataset,
@@ -61,8 +63,6 @@ export {
 } from './errors.js';
 // The manager.
 export { ExportManager, type ExportManagerOptions } from './export-manager.js';
-// Compression of files and of streamed responses.
-export type { CompressionType } from './compression.js';
 // Formats, and how they write dates.
 export {
   createDateRenderer,

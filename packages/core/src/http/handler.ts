@@ -315,8 +315,9 @@ export function createExportHandler(
   const answer = async (request: ExportHttpRequest): Promise<ExportHttpResponse | undefined> => {
     const segments = underPrefix(prefix, request.path);
     if (segments === undefined) return undefined;
+    let route: Route | undefined;
     try {
-      const route = routeOf(request.path, segments);
+      route = routeOf(request.path, segments);
       if (!route || (route.name === 'metrics' && !serveMetrics)) {
         return problemResponse(404, 'NOT_FOUND', 'No route matches this path');
       }
@@ -332,7 +333,7 @@ export function createExportHandler(
       }
       return await dispatch(route, request);
     } catch (error) {
-      const { response, internal } = errorToProblem(withHttpFieldNames(error));
+      const { response, internal } = errorToProblem(withHttpFieldNames(error, route?.name));
       if (internal) report(error, request);
       return response;
     }

@@ -31,15 +31,21 @@ export const STREAM_QUERY_KEYS = new Set([
 const CSV_FIELDS = { csvPreset: 'preset', decimalSeparator: 'decimalSeparator' } as const;
 
 /**
- * A CSV option's problem named as the client sent it: `csv.preset` is `csvPreset` over HTTP.
- * Other errors are returned as they are.
+ * A problem with an option named as the client sent it: `csv.preset` is `csvPreset` over HTTP,
+ * and a stream's `compression.level` is its `compressionLevel` query parameter. Other errors
+ * are returned as they are.
  */
-export function withHttpFieldNames(error: unknown): unknown {
-  if (!(error instanceof ValidationError) || !error.field?.startsWith('csv.')) return error;
-  const entry = Object.entries(CSV_FIELDS).find(([, option]) => `csv.${option}` === error.field);
+export function withHttpFieldNames(error: unknown, route: string | undefined): unknown {
+  if (!(error instanceof ValidationError) || error.field === undefined) return error;
+  const names: [string, string][] = Object.entries(CSV_FIELDS).map(([name, option]) => [
+    `csv.${option}`,
+    name,
+  ]);
+  if (route === 'stream') names.push(['compression.level', 'compressionLevel']);
+  const entry = names.find(([option]) => option === error.field);
   if (entry === undefined) return error;
-  const [name, option] = entry;
-  return new ValidationError(error.message.replaceAll(`csv.${option}`, name), {
+  const [option, name] = entry;
+  return new ValidationError(error.message.replaceAll(option, name), {
     field: name,
     code: error.code as 'VALIDATION_FAILED',
     statusCode: error.statusCode as 422,
@@ -143,9 +149,12 @@ export function streamRequest(dataset: string, query: URLSearchParams): ExportRe
       });
     }
     if (!/^\d{1,2}$/.test(level)) {
-      throw new ValidationError(`Expected compressionLevel to be an integer, got ${JSON.stringify(level.slice(0, 20))}`, {
-        field: 'compressionLevel',
-      });
+      throw new ValidationError(
+        `Expected compressionLevel to be an integer, got ${JSON.stringify(level.slice(0, 20))}`,
+        {
+          field: 'compressionLevel',
+        },
+      );
     }
     request.compression = { type: request.compression, level: Number(level) };
   }

@@ -1,8 +1,8 @@
 import { Readable } from 'node:stream';
-import type { Dataset, ParamSpec } from '../dataset.js';
-import { BackpressureError } from '../errors.js';
 import Negotiator from 'negotiator';
 import { wireEncodings } from '../compression.js';
+import type { Dataset, ParamSpec } from '../dataset.js';
+import { BackpressureError } from '../errors.js';
 import type { ExportRequest } from '../request.js';
 import { attachmentDisposition, fileExtension } from './download.js';
 import type { ExportService } from './service.js';
@@ -19,7 +19,10 @@ export function negotiateEncoding(request: Pick<ExportHttpRequest, 'headers'>): 
   const available = wireEncodings();
   const negotiator = new Negotiator({ headers: { 'accept-encoding': header } });
   // negotiator 1.x takes the server's order for ties; its 0.6 types do not know that argument.
-  const encodings = negotiator.encodings as (available: string[], options: { preferred: string[] }) => string[];
+  const encodings = negotiator.encodings as (
+    available: string[],
+    options: { preferred: string[] },
+  ) => string[];
   const accepted = encodings.call(negotiator, [...available, 'identity'], { preferred: available });
   const best = accepted[0];
   return best === 'gzip' || best === 'zstd' ? best : undefined;

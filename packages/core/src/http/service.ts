@@ -1,9 +1,9 @@
+import type { Compression } from '../compression.js';
 import type { Dataset } from '../dataset.js';
 import type { BackpressureError } from '../errors.js';
 import type { Job } from '../jobs/job.js';
 import type { ExportMetrics } from '../metrics.js';
 import type { ExportRequest } from '../request.js';
-import type { Compression } from '../compression.js';
 import type { CallerOptions, JobFileInfo, ListOptions, OpenedExport, OpenOptions } from '../types.js';
 
 /**

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import type { Compression } from '../compression.js';
 import type { Params } from '../dataset.js';
 import { describeValue, ValidationError } from '../errors.js';
-import type { Compression } from '../compression.js';
 import type { DateFormat } from '../formats/dates.js';
 import type { CsvOptions, FormatName } from '../formats/types.js';
 import type { JobQuery } from './job-store.js';
