@@ -45,6 +45,11 @@ export interface SidecarSettings {
    * (`/export-files/` in nginx/export.conf). @default undefined (the sidecar sends files itself)
    */
   accelRedirectPrefix: string | undefined;
+  /**
+   * `EXPORT_TIME_ZONE`: the IANA time zone of dates in exports that do not ask for one
+   * (`?timeZone=` or the job's `timeZone`). @default 'UTC'
+   */
+  timeZone: string;
 }
 
 /** One environment variable, as the docs describe it. */
@@ -173,6 +178,13 @@ export const ENV_VARIABLES: readonly EnvVariable[] = [
     meaning:
       'a path such as `/export-files/`: downloads answer with `X-Accel-Redirect: <prefix><file>` and no body, for nginx to send the file (X-Accel-Redirect in docs/operations.md)',
   },
+  {
+    name: 'EXPORT_TIME_ZONE',
+    setting: 'timeZone',
+    default: '`UTC`',
+    meaning:
+      "IANA time zone (`Europe/Berlin`) of dates in exports that ask for none; a request's `timeZone` wins (docs/formats.md)",
+  },
 ];
 
 /**
@@ -263,6 +275,16 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     );
   }
 
+  let timeZone = get('EXPORT_TIME_ZONE') ?? 'UTC';
+  try {
+    // Normalised as the core does it: `europe/berlin` -> `Europe/Berlin`.
+    timeZone = new Intl.DateTimeFormat('en', { timeZone }).resolvedOptions().timeZone;
+  } catch {
+    problems.push(
+      `Expected EXPORT_TIME_ZONE to be an IANA time zone name such as Europe/Berlin, got ${describeValue(timeZone)}`,
+    );
+  }
+
   const settings: SidecarSettings = {
     port: integer('PORT', 4001, 0, 65_535),
     host,
@@ -281,6 +303,7 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     logLevel: logLevel as LogLevel,
     processMetrics: processMetricsText === 'true' || processMetricsText === '1',
     accelRedirectPrefix,
+    timeZone,
   };
   if (problems.length > 0) throw new ConfigError('Invalid environment', problems);
   return settings;

@@ -39,6 +39,7 @@ describe('environment', () => {
       logLevel: 'info',
       processMetrics: true,
       accelRedirectPrefix: undefined,
+      timeZone: 'UTC',
     });
   });
 
@@ -62,6 +63,7 @@ describe('environment', () => {
         LOG_LEVEL: 'DEBUG',
         EXPORT_PROCESS_METRICS: 'false',
         EXPORT_ACCEL_REDIRECT_PREFIX: '/export-files/',
+        EXPORT_TIME_ZONE: 'europe/berlin',
       },
       '/srv',
     );
@@ -81,6 +83,7 @@ describe('environment', () => {
       logLevel: 'debug',
       processMetrics: false,
       accelRedirectPrefix: '/export-files/',
+      timeZone: 'Europe/Berlin',
     });
   });
 
@@ -93,6 +96,12 @@ describe('environment', () => {
     expect(parseEnv({ EXPORT_ACCEL_REDIRECT_PREFIX: '/internal/exports/' }).accelRedirectPrefix).toBe(
       '/internal/exports/',
     );
+  });
+
+  it('takes an IANA time zone for EXPORT_TIME_ZONE and names a bad one', () => {
+    expect(problemsOf(() => parseEnv({ EXPORT_TIME_ZONE: 'CEST' }))).toEqual([
+      'Expected EXPORT_TIME_ZONE to be an IANA time zone name such as Europe/Berlin, got "CEST" (string)',
+    ]);
   });
 
   it('reports every bad value at once, naming the variable, the expectation and the value', () => {

@@ -293,6 +293,27 @@ describe('dates in the encoders', () => {
     );
   });
 
+  it('with the defaults, writes text and numbers of date columns as they are (as before time zones)', () => {
+    const rows = [{ at: '2025-01-01 00:00:09', ms: 1_735_689_609_000, date: new Date(1_735_689_609_000) }];
+    const columns: ColumnSpec[] = [
+      { name: 'at', type: 'date' },
+      { name: 'ms', type: 'date' },
+      { name: 'date', type: 'date' },
+    ];
+    for (const options of [{ columns }, { columns, timeZone: 'Etc/UTC', dateFormat: 'iso' as const }]) {
+      expect(encodeAll(csvFormat, rows, options)).toBe(
+        'at,ms,date\n2025-01-01 00:00:09,1735689609000,2025-01-01T00:00:09.000Z\n',
+      );
+      expect(encodeAll(ndjsonFormat, rows, options)).toBe(
+        '{"at":"2025-01-01 00:00:09","ms":1735689609000,"date":"2025-01-01T00:00:09.000Z"}\n',
+      );
+    }
+    // Asked for a format, the same text is read as UTC and written in it.
+    expect(encodeAll(csvFormat, rows, { columns, dateFormat: 'iso-local' })).toBe(
+      'at,ms,date\n2025-01-01 00:00:09,2025-01-01 00:00:09,2025-01-01 00:00:09\n',
+    );
+  });
+
   it('refuses a bad time zone or date format when the encoder is made', () => {
     expect(captureError(() => csvFormat.createEncoder({ timeZone: 'Europe/Berlinn' })).field).toBe(
       'timeZone',

@@ -15,7 +15,11 @@ export interface DateRendering {
   render: DateRenderer;
   /** False with the defaults (UTC, `'iso'`): a Date is written as `JSON.stringify` writes it. */
   custom: boolean;
-  /** For each declared column, whether it is `type: 'date'`; `undefined` when none is. */
+  /**
+   * For each declared column, whether it is `type: 'date'`, so that its text and epoch
+   * milliseconds are written as dates too; `undefined` when none is, and with the defaults:
+   * then such values are written as they are, as before time zones existed.
+   */
   columns: readonly boolean[] | undefined;
 }
 
@@ -28,7 +32,7 @@ function dateRenderingOf(options: EncoderOptions, columns: readonly ColumnSpec[]
   return {
     render: custom ? createDateRenderer(rendering) : DEFAULT_DATES.render,
     custom,
-    columns: dateColumns?.includes(true) ? dateColumns : undefined,
+    columns: custom && dateColumns?.includes(true) ? dateColumns : undefined,
   };
 }
 
