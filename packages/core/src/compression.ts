@@ -1,6 +1,7 @@
 // Compression of an export's bytes: gzip or zstd, at a level, for files (`.csv.gz`, `.csv.zst`)
 // and on the wire (`Content-Encoding`). zstd is in Node's zlib from 22.15 and 24.0 on; it is
 // looked up when an export asks for it, so that the same code runs on Node 20.
+import type { Transform } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { describeValue, ValidationError } from './errors.js';
 
@@ -94,18 +95,18 @@ export function checkCompression(value: unknown, field = 'compression'): Compres
   return { type: type as 'gzip' | 'zstd', level };
 }
 
-/**
- * A compressing stream for the export's bytes, or `undefined` for `'none'`. Both kinds have
- * `flush()`, which the pipeline calls to push a slow source's rows out.
- */
-export function createCompressor(compression: Compression | undefined): zlib.Gzip | undefined {
+/** A gzip or zstd stream: `flush()` pushes out what it holds back (a slow source's rows). */
+export type Compressor = Transform & { flush(callback?: () => void): void };
+
+/** A compressing stream for the export's bytes, or `undefined` for `'none'`. */
+export function createCompressor(compression: Compression | undefined): Compressor | undefined {
   const type = compressionType(compression);
   const level = compressionLevel(compression);
   if (type === 'gzip') return zlib.createGzip(level === undefined ? {} : { level });
   if (type === 'zstd') {
     // Checked in prepare(); checked again for a job record resumed on an older Node.
     if (!zstdAvailable()) throw zstdMissing('compression');
-    const createZstd = (zlib as unknown as { createZstdCompress: (options: object) => zlib.Gzip })
+    const createZstd = (zlib as unknown as { createZstdCompress: (options: object) => Compressor })
       .createZstdCompress;
     const constants = zlib.constants as unknown as Record<string, number>;
     return createZstd(level === undefined ? {} : { params: { [constants.ZSTD_c_compressionLevel!]: level } });

@@ -98,6 +98,7 @@ async function pump(
   /** True while a batch is being pulled from the source (also while a stalled pull's text is flushed). */
   let pulling = false;
 
+  // gzip or zstd: both hold data back and flush alike.
   const gzip = createCompressor(options.compression);
 
   async function* encode(): AsyncGenerator<string, void, undefined> {
