@@ -5,7 +5,7 @@ import { rename, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ExportManager, type FormatName, isExportError } from '@spark-export/core';
+import { type DateFormat, ExportManager, type FormatName, isExportError } from '@spark-export/core';
 import { Registry } from 'prom-client';
 import { ConfigError, loadConfig } from './config.js';
 import { buildDatasets, withDatasetProblems } from './datasets.js';
@@ -47,6 +47,17 @@ const EXPORT_OPTIONS = {
   },
   columns: { type: 'string', value: 'a,b,c', help: ['columns to write, in order'] },
   gzip: { type: 'boolean', help: ['gzip the output'] },
+  'time-zone': {
+    type: 'string',
+    value: '<IANA name>',
+    help: ['time zone of dates, e.g. Europe/Berlin (default: $EXPORT_TIME_ZONE, else UTC)'],
+  },
+  'date-format': {
+    type: 'string',
+    value: 'iso|iso-local|date',
+    help: ['how dates are written (default iso)'],
+  },
+  excel: { type: 'boolean', help: ['CSV for Excel in European locales: BOM, ";", CRLF, decimal comma'] },
   quiet: { type: 'boolean', short: 'q', help: ['no progress bar, no summary line'] },
 } satisfies Record<string, OptionHelp>;
 
@@ -202,6 +213,9 @@ interface ExportValues {
   param?: string[] | undefined;
   columns?: string | undefined;
   gzip?: boolean | undefined;
+  'time-zone'?: string | undefined;
+  'date-format'?: string | undefined;
+  excel?: boolean | undefined;
   quiet?: boolean | undefined;
 }
 
@@ -216,6 +230,8 @@ async function runExport(dataset: string, values: ExportValues): Promise<number>
     params[name] = pair.slice(at + 1);
   }
   const format = (values.format ?? 'csv') as FormatName;
+  // The server's default zone, so that the CLI writes what the service would.
+  const timeZone = values['time-zone'] ?? (process.env.EXPORT_TIME_ZONE?.trim() || undefined);
   const showBar =
     !values.quiet && (process.stderr.isTTY === true || isTruthy(process.env.SPARK_EXPORT_FORCE_TTY));
   const showSummary = !values.quiet;
@@ -264,6 +280,9 @@ async function runExport(dataset: string, values: ExportValues): Promise<number>
     params,
     ...(values.columns ? { columns: values.columns } : {}),
     ...(values.gzip ? { compression: 'gzip' as const } : {}),
+    ...(timeZone === undefined ? {} : { timeZone }),
+    ...(values['date-format'] === undefined ? {} : { dateFormat: values['date-format'] as DateFormat }),
+    ...(values.excel ? { csv: { preset: 'excel' as const } } : {}),
   };
   const definition = built.datasets[dataset];
   if (showBar && definition?.count) {

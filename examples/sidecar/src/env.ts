@@ -57,6 +57,11 @@ export interface SidecarSettings {
   eventStreamsPerOwner: number;
   /** `EXPORT_UI`: the exports page at `/export/ui`. @default true */
   ui: boolean;
+  /**
+   * `EXPORT_TIME_ZONE`: the IANA time zone of dates in exports that do not ask for one
+   * (`?timeZone=` or the job's `timeZone`). @default 'UTC'
+   */
+  timeZone: string;
 }
 
 /** One environment variable, as the docs describe it. */
@@ -225,6 +230,13 @@ export const ENV_VARIABLES: readonly EnvVariable[] = [
     default: '`true`',
     meaning: 'the exports page at `/export/ui` (`false` to leave it out; the API is unchanged)',
   },
+  {
+    name: 'EXPORT_TIME_ZONE',
+    setting: 'timeZone',
+    default: '`UTC`',
+    meaning:
+      "IANA time zone (`Europe/Berlin`) of dates in exports that ask for none; a request's `timeZone` wins (docs/formats.md)",
+  },
 ];
 
 /**
@@ -335,6 +347,15 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
   if ((webhookUrl === undefined) !== (webhookSecrets === undefined)) {
     problems.push('Expected EXPORT_WEBHOOK_URL and EXPORT_WEBHOOK_SECRET together, got only one of them');
   }
+  let timeZone = get('EXPORT_TIME_ZONE') ?? 'UTC';
+  try {
+    // Normalised as the core does it: `europe/berlin` -> `Europe/Berlin`.
+    timeZone = new Intl.DateTimeFormat('en', { timeZone }).resolvedOptions().timeZone;
+  } catch {
+    problems.push(
+      `Expected EXPORT_TIME_ZONE to be an IANA time zone name such as Europe/Berlin, got ${describeValue(timeZone)}`,
+    );
+  }
 
   const settings: SidecarSettings = {
     port: integer('PORT', 4001, 0, 65_535),
@@ -360,6 +381,7 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     webhookBackoffMs: integer('EXPORT_WEBHOOK_BACKOFF_MS', 5_000, 1),
     eventStreamsPerOwner: integer('EXPORT_EVENT_STREAMS_PER_OWNER', 10, 1),
     ui: uiText === 'true' || uiText === '1',
+    timeZone,
   };
   if (problems.length > 0) throw new ConfigError('Invalid environment', problems);
   return settings;

@@ -104,6 +104,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     directory: settings.exportDir,
     maxConcurrent: settings.maxConcurrent,
     maxQueued: settings.maxQueued,
+    timeZone: settings.timeZone,
     ...(settings.queueTimeoutMs === undefined ? {} : { queueTimeoutMs: settings.queueTimeoutMs }),
     metrics: { registry },
     ...(retentionMs === undefined && settings.maxTotalBytes === undefined

@@ -65,6 +65,18 @@ describe('spark-export CLI (child processes of the built bin)', () => {
               url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/`,
             },
           },
+          stamps: {
+            columns: [
+              { name: 'id', type: 'integer' },
+              { name: 'at', type: 'date' },
+              { name: 'total', type: 'number' },
+            ],
+            source: {
+              type: 'sqlite',
+              database: './shop.sqlite',
+              query: "SELECT id, day || ' 00:30:00' AS at, total FROM orders WHERE id <= 3 ORDER BY id",
+            },
+          },
         },
       }),
     );
@@ -218,6 +230,28 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     expect(result.stdout.trim().split('\n')).toHaveLength(2);
   });
 
+  it('writes dates in --time-zone and --date-format, and CSV for Excel with --excel', async () => {
+    const result = await cli([
+      'export',
+      'stamps',
+      '--time-zone',
+      'Europe/Berlin',
+      '--date-format',
+      'iso-local',
+      '--excel',
+      '--quiet',
+    ]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    // The query's text is UTC (`2025-01-02 00:30:00`); Berlin is an hour ahead in winter.
+    expect(result.stdout).toBe(
+      '\uFEFFid;at;total\r\n1;2025-01-02 01:30:00;0,25\r\n2;2025-01-03 01:30:00;0,5\r\n3;2025-01-04 01:30:00;0,75\r\n',
+    );
+    const bad = await cli(['export', 'stamps', '--time-zone', 'Mars/Olympus']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('Expected timeZone to be an IANA time zone name');
+  });
+
   it('lists every flag in --help, and the short ones work', async () => {
     const help = await cli(['--help']);
     expect(help.code).toBe(0);
@@ -227,6 +261,9 @@ describe('spark-export CLI (child processes of the built bin)', () => {
       '-p, --param name=value',
       '    --columns a,b,c',
       '    --gzip',
+      '    --time-zone <IANA name>',
+      '    --date-format iso|iso-local|date',
+      '    --excel',
       '-q, --quiet',
       '    --json',
       '-c, --config <file>',
@@ -324,7 +361,7 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     const result = await cli(['datasets']);
     expect(result.code).toBe(0);
     expect(result.stdout).toBe(
-      'orders  [csv, json, ndjson]  params: from:date\n  Orders\nendless  [csv, json, ndjson]\n',
+      'orders  [csv, json, ndjson]  params: from:date\n  Orders\nendless  [csv, json, ndjson]\nstamps  [csv, json, ndjson]\n',
     );
   });
 

@@ -48,6 +48,7 @@ describe('environment', () => {
       webhookSecrets: undefined,
       webhookTimeoutMs: 10_000,
       webhookBackoffMs: 5_000,
+      timeZone: 'UTC',
     });
   });
 
@@ -75,6 +76,7 @@ describe('environment', () => {
         EXPORT_WEBHOOK_SECRET: `${SECRET} ${NEW_SECRET}`,
         EXPORT_WEBHOOK_TIMEOUT_MS: '2000',
         EXPORT_WEBHOOK_BACKOFF_MS: '1000',
+        EXPORT_TIME_ZONE: 'europe/berlin',
       },
       '/srv',
     );
@@ -98,6 +100,7 @@ describe('environment', () => {
       webhookSecrets: [SECRET, NEW_SECRET],
       webhookTimeoutMs: 2_000,
       webhookBackoffMs: 1_000,
+      timeZone: 'Europe/Berlin',
     });
   });
 
@@ -124,6 +127,12 @@ describe('environment', () => {
     expect(parseEnv({ EXPORT_ACCEL_REDIRECT_PREFIX: '/internal/exports/' }).accelRedirectPrefix).toBe(
       '/internal/exports/',
     );
+  });
+
+  it('takes an IANA time zone for EXPORT_TIME_ZONE and names a bad one', () => {
+    expect(problemsOf(() => parseEnv({ EXPORT_TIME_ZONE: 'CEST' }))).toEqual([
+      'Expected EXPORT_TIME_ZONE to be an IANA time zone name such as Europe/Berlin, got "CEST" (string)',
+    ]);
   });
 
   it('reports every bad value at once, naming the variable, the expectation and the value', () => {

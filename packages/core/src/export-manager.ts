@@ -5,6 +5,7 @@ import { Admission } from './admission/admission.js';
 import { RetryAfterEstimator } from './admission/retry-after.js';
 import { Semaphore } from './admission/semaphore.js';
 import { checkInteger, describeValue } from './checks.js';
+import type { Compression } from './compression.js';
 import {
   type Dataset,
   type DatasetDefinition,
@@ -36,6 +37,7 @@ import type {
   JobFileInfo,
   ListOptions,
   OpenedExport,
+  OpenOptions,
   StreamOptions,
 } from './types.js';
 
@@ -257,7 +259,7 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
    * layer can answer 429 before sending any header. Destroying `body` aborts the export and
    * frees the slot.
    */
-  async open(request: ExportRequest, options: { signal?: AbortSignal } = {}): Promise<OpenedExport> {
+  async open(request: ExportRequest, options: OpenOptions = {}): Promise<OpenedExport> {
     this.#refuseEarly(request);
     return this.#streams.open(this.#prepare(request), options);
   }
@@ -268,9 +270,10 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
    *
    * @throws {ValidationError | NotFoundError} bad request
    */
-  describe(request: ExportRequest): { contentType: string; filename: string } {
+  describe(request: ExportRequest): { contentType: string; filename: string; compression: Compression } {
     const prepared = this.#prepare(request);
     return {
+      compression: prepared.compression,
       contentType: contentTypeOf(prepared),
       filename: downloadName(prepared.filename, prepared, this.#now()),
     };
@@ -412,7 +415,10 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
   }
 
   #prepare(request: ExportRequest): PreparedExport {
-    return prepare(request, this.#datasets, this.#options.csv);
+    return prepare(request, this.#datasets, this.#options.csv, {
+      timeZone: this.#options.timeZone,
+      dateFormat: this.#options.dateFormat,
+    });
   }
 
   #requireJobs(): JobService {

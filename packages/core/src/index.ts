@@ -9,6 +9,8 @@ export type { RetryAfterEstimatorOptions } from './admission/retry-after.js';
 export { type AcquireOptions, Semaphore, type SemaphoreOptions } from './admission/semaphore.js';
 // Helpers for integrations (a sidecar, a store): one wording for option and input checks.
 export { checkInteger, describeValue } from './checks.js';
+// Compression of files and of streamed responses.
+export type { CompressionType } from './compression.js';
 // Datasets and their params.
 export {
   type Dataset,
@@ -61,7 +63,15 @@ export {
 } from './errors.js';
 // The manager.
 export { ExportManager, type ExportManagerOptions } from './export-manager.js';
-// Formats.
+// Formats, and how they write dates.
+export {
+  createDateRenderer,
+  type DateFormat,
+  type DateRenderer,
+  type DateRendererOptions,
+  type DateValue,
+  timeZoneOffsetMinutes,
+} from './formats/dates.js';
 export { csvFormat, getFormat, jsonFormat, ndjsonFormat } from './formats/index.js';
 export type {
   ColumnSpec,
@@ -154,6 +164,7 @@ export type {
   JobFileInfo,
   ListOptions,
   OpenedExport,
+  OpenOptions,
   RejectionEvent,
   StreamOptions,
 } from './types.js';

@@ -3,6 +3,7 @@ import type { Semaphore } from './admission/semaphore.js';
 import { checkInteger, checkOptionalInteger } from './checks.js';
 import type { Dataset, DatasetDefinition, defineDataset } from './dataset.js';
 import { describeValue } from './errors.js';
+import { checkDateFormat, type DateFormat, normalizeTimeZone } from './formats/dates.js';
 import type { CsvOptions } from './formats/types.js';
 import type { ExportStorage } from './jobs/export-storage.js';
 import type { FileJobStore } from './jobs/file-job-store.js';
@@ -50,6 +51,17 @@ export interface ExportManagerOptions extends ExportTimeLimits {
   batchSize?: number;
   /** Default CSV options of every export. */
   csv?: CsvOptions;
+  /**
+   * The IANA time zone of exports that do not ask for one (Dates and `type: 'date'` columns).
+   * @default 'UTC'
+   * @example
+   * ```ts
+   * new ExportManager({ timeZone: 'Europe/Berlin' });
+   * ```
+   */
+  timeZone?: string;
+  /** How exports that do not ask write dates: `'iso'`, `'iso-local'` or `'date'`. @default 'iso' */
+  dateFormat?: DateFormat;
   /** Metrics: a prom-client registry and prefix, ready metrics, or `false` for none. @default a private registry */
   metrics?: ExportMetricsOptions | ExportMetrics | false;
   retention?: RetentionOptions;
@@ -102,5 +114,16 @@ export function checkManagerOptions(options: ExportManagerOptions): {
   checkOptionalInteger('retention.maxTotalBytes', retention.maxTotalBytes);
   checkInteger('retention.sweepIntervalMs', retention.sweepIntervalMs ?? 60_000, { min: 1 });
   const maxQueued = checkInteger('maxQueued', options.maxQueued ?? 0);
+  // A bad default would fail every export; it is the operator's mistake, told at construction.
+  for (const check of [
+    () => options.timeZone === undefined || normalizeTimeZone(options.timeZone),
+    () => options.dateFormat === undefined || checkDateFormat(options.dateFormat),
+  ]) {
+    try {
+      check();
+    } catch (error) {
+      throw new TypeError((error as Error).message);
+    }
+  }
   return { batchSize, progressIntervalMs, maxQueued, retention };
 }

@@ -1,11 +1,19 @@
 // An export request on its way in: validated against its dataset and format into a
 // PreparedExport, named, typed, and mapped to and from the job record that stores it.
 import { checkOptionalString } from './checks.js';
+import {
+  type Compression,
+  checkCompression,
+  compressedContentType,
+  compressionExtension,
+} from './compression.js';
 import { type Dataset, findDataset, type Params, resolveColumns, validateParams } from './dataset.js';
 import { describeValue, ValidationError } from './errors.js';
+import { expandCsvPreset } from './formats/csv.js';
+import { checkDateFormat, type DateFormat, normalizeTimeZone } from './formats/dates.js';
 import { getFormat } from './formats/index.js';
 import type { ColumnSpec, CsvOptions, Format, FormatName, RowEncoder } from './formats/types.js';
-import type { Compression, JobRecord } from './jobs/job.js';
+import type { JobRecord } from './jobs/job.js';
 
 /** What to export. The same shape for streamed exports and jobs. */
 export interface ExportRequest {
@@ -17,10 +25,18 @@ export interface ExportRequest {
   columns?: readonly string[] | string;
   /** The download file name to suggest to clients. @default `<dataset>-<timestamp>.<ext>` */
   filename?: string;
-  /** @default 'none' */
+  /**
+   * gzip or zstd for the file (`.csv.gz`, `.csv.zst`), with an optional level. zstd needs
+   * Node >= 22.15.
+   * @default 'none'
+   */
   compression?: Compression;
-  /** CSV options for this export, over the manager's defaults. */
+  /** CSV options for this export, over the manager's defaults (a `preset` expands under the request's other options). */
   csv?: CsvOptions;
+  /** The IANA time zone dates are written in. @default the manager's `timeZone`, else 'UTC' */
+  timeZone?: string;
+  /** How dates are written. @default the manager's `dateFormat`, else 'iso' */
+  dateFormat?: DateFormat;
   /** Who asks; jobs are only visible to the same owner. Derive it from your own auth. */
   owner?: string;
   /** With `start()`: a second request with the same owner and key returns the first job. */
@@ -44,6 +60,12 @@ export interface PreparedExport {
   requestCsv: CsvOptions | undefined;
   /** The CSV options in effect: the manager's defaults under the request's. */
   csv: CsvOptions | undefined;
+  /** The request's own time zone (normalised) and date format, as a job stores them. */
+  requestTimeZone: string | undefined;
+  requestDateFormat: DateFormat | undefined;
+  /** The time zone and date format in effect: the request's, else the manager's defaults. */
+  timeZone: string | undefined;
+  dateFormat: DateFormat | undefined;
   owner: string | undefined;
   filename: string | undefined;
   idempotencyKey: string | undefined;
@@ -63,6 +85,7 @@ export function prepare(
   request: ExportRequest,
   datasets: ReadonlyMap<string, Dataset>,
   csvDefaults: CsvOptions | undefined,
+  dateDefaults: { timeZone?: string | undefined; dateFormat?: DateFormat | undefined } = {},
 ): PreparedExport {
   if (typeof request !== 'object' || request === null) {
     throw new ValidationError(`Expected an export request object, got ${describeValue(request)}`, {
@@ -79,15 +102,11 @@ export function prepare(
   }
   const params = validateParams(dataset, request.params);
   const columns = resolveColumns(dataset, request.columns);
-  const compression = request.compression ?? 'none';
-  if (compression !== 'none' && compression !== 'gzip') {
-    throw new ValidationError(
-      `Expected compression to be "none" or "gzip", got ${describeValue(compression)}`,
-      {
-        field: 'compression',
-      },
-    );
-  }
+  const compression = checkCompression(request.compression);
+  const requestTimeZone =
+    request.timeZone === undefined ? undefined : normalizeTimeZone(request.timeZone, 'timeZone');
+  const requestDateFormat =
+    request.dateFormat === undefined ? undefined : checkDateFormat(request.dateFormat, 'dateFormat');
   const owner = checkOptionalString('owner', request.owner, MAX_OWNER_LENGTH);
   const filename = checkOptionalString('filename', request.filename, MAX_FILENAME_LENGTH);
   const idempotencyKey = checkOptionalString(
@@ -102,7 +121,9 @@ export function prepare(
       { field: 'notify' },
     );
   }
-  const csv = request.csv || csvDefaults ? { ...csvDefaults, ...request.csv } : undefined;
+  // The request's preset is expanded first, so that it wins over the manager's defaults too.
+  const requestCsv = isPlainObject(request.csv) ? expandCsvPreset(request.csv) : request.csv;
+  const csv = request.csv || csvDefaults ? { ...csvDefaults, ...requestCsv } : undefined;
   const prepared: PreparedExport = {
     dataset,
     format,
@@ -111,6 +132,10 @@ export function prepare(
     compression,
     requestCsv: request.csv,
     csv,
+    requestTimeZone,
+    requestDateFormat,
+    timeZone: requestTimeZone ?? dateDefaults.timeZone,
+    dateFormat: requestDateFormat ?? dateDefaults.dateFormat,
     owner,
     filename,
     idempotencyKey,
@@ -121,11 +146,19 @@ export function prepare(
   return prepared;
 }
 
-export function createEncoder(prepared: Pick<PreparedExport, 'format' | 'columns' | 'csv'>): RowEncoder {
+export function createEncoder(
+  prepared: Pick<PreparedExport, 'format' | 'columns' | 'csv' | 'timeZone' | 'dateFormat'>,
+): RowEncoder {
   return prepared.format.createEncoder({
     ...(prepared.columns ? { columns: prepared.columns } : {}),
     ...(prepared.csv ? { csv: prepared.csv } : {}),
+    ...(prepared.timeZone ? { timeZone: prepared.timeZone } : {}),
+    ...(prepared.dateFormat ? { dateFormat: prepared.dateFormat } : {}),
   });
+}
+
+function isPlainObject(value: unknown): value is CsvOptions {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** The fields of a job record that describe its request. */
@@ -138,6 +171,8 @@ export type RequestFields = Pick<
   | 'filename'
   | 'compression'
   | 'csv'
+  | 'timeZone'
+  | 'dateFormat'
   | 'owner'
   | 'idempotencyKey'
   | 'notify'
@@ -153,6 +188,8 @@ export function recordOfRequest(prepared: PreparedExport): RequestFields {
     filename: prepared.filename ?? null,
     compression: prepared.compression,
     csv: prepared.requestCsv ?? null,
+    timeZone: prepared.requestTimeZone ?? null,
+    dateFormat: prepared.requestDateFormat ?? null,
     owner: prepared.owner ?? null,
     idempotencyKey: prepared.idempotencyKey ?? null,
     // Only set when given, so that records of jobs without webhooks keep their old shape.
@@ -170,6 +207,8 @@ export function requestOfRecord(record: RequestFields): ExportRequest {
     ...(record.columns ? { columns: record.columns } : {}),
     ...(record.filename ? { filename: record.filename } : {}),
     ...(record.csv ? { csv: record.csv } : {}),
+    ...(record.timeZone ? { timeZone: record.timeZone } : {}),
+    ...(record.dateFormat ? { dateFormat: record.dateFormat } : {}),
     ...(record.owner ? { owner: record.owner } : {}),
     ...(record.idempotencyKey ? { idempotencyKey: record.idempotencyKey } : {}),
     ...(record.notify ? { notify: record.notify } : {}),
@@ -181,8 +220,10 @@ export function sameRequest(a: RequestFields, b: RequestFields): boolean {
   return (
     a.dataset === b.dataset &&
     a.format === b.format &&
-    a.compression === b.compression &&
+    stableJson(a.compression) === stableJson(b.compression) &&
     a.filename === b.filename &&
+    (a.timeZone ?? null) === (b.timeZone ?? null) &&
+    (a.dateFormat ?? null) === (b.dateFormat ?? null) &&
     a.owner === b.owner &&
     (a.notify ?? null) === (b.notify ?? null) &&
     stableJson(a.params) === stableJson(b.params) &&
@@ -202,12 +243,12 @@ function stableJson(value: unknown): string {
 
 /** The media type of the bytes an export produces. */
 export function contentTypeOf(prepared: { format: Format; compression: Compression }): string {
-  return prepared.compression === 'gzip' ? 'application/gzip' : prepared.format.contentType;
+  return compressedContentType(prepared.compression) ?? prepared.format.contentType;
 }
 
-/** The file extension of an export, without the dot (`csv`, `ndjson.gz`). */
+/** The file extension of an export, without the dot (`csv`, `ndjson.gz`, `csv.zst`). */
 export function extensionOf(prepared: { format: Format; compression: Compression }): string {
-  return `${prepared.format.extension}${prepared.compression === 'gzip' ? '.gz' : ''}`;
+  return `${prepared.format.extension}${compressionExtension(prepared.compression)}`;
 }
 
 /** The file name suggested to clients: the requested one with the right extension, or `<dataset>-<timestamp>.<ext>`. */

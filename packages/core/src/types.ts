@@ -12,6 +12,16 @@ export interface StreamOptions {
   end?: boolean;
 }
 
+export interface OpenOptions {
+  signal?: AbortSignal;
+  /**
+   * Compress the body for the wire (an HTTP `Content-Encoding` the client accepts) rather than
+   * as a file: the content type and file name stay the format's. Ignored when the request has a
+   * `compression` of its own (its bytes are a `.gz`/`.zst` file already). zstd needs Node >= 22.15.
+   */
+  contentEncoding?: 'gzip' | 'zstd' | undefined;
+}
+
 export interface ExportResult {
   rows: number;
   bytes: number;
@@ -21,6 +31,8 @@ export interface ExportResult {
 export interface OpenedExport {
   body: Readable;
   contentType: string;
+  /** The coding the body is compressed with for the wire (`Content-Encoding`), if any. */
+  contentEncoding: 'gzip' | 'zstd' | undefined;
   /** Suggested download file name. */
   filename: string;
   /**

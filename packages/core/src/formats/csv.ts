@@ -1,7 +1,16 @@
 import { stringify } from 'csv-stringify/sync';
 import { describeValue, ValidationError } from '../errors.js';
-import { checkEncoderOptions, checkRows, inheritedKeys, type Row, stringifyJson } from './encoder-helpers.js';
-import type { EncoderOptions, Format, RowEncoder } from './types.js';
+import type { DateRenderer } from './dates.js';
+import {
+  checkEncoderOptions,
+  checkRows,
+  type DateRendering,
+  inheritedKeys,
+  type Row,
+  stringifyJson,
+  stringifyJsonWithDates,
+} from './encoder-helpers.js';
+import type { CsvOptions, EncoderOptions, Format, RowEncoder } from './types.js';
 
 /** `CsvOptions` with every default filled in. */
 interface CsvSettings {
@@ -10,6 +19,29 @@ interface CsvSettings {
   eol: '\n' | '\r\n';
   header: boolean;
   escapeFormulas: boolean;
+  decimalSeparator: '.' | ',';
+}
+
+/** The CSV presets: defaults for a spreadsheet program, under the options given beside them. */
+const CSV_PRESETS = {
+  excel: { bom: true, delimiter: ';', eol: 'crlf', decimalSeparator: ',' },
+} as const satisfies Record<NonNullable<CsvOptions['preset']>, CsvOptions>;
+
+/**
+ * The options with their preset's settings filled in under them (and `preset` left out).
+ * @throws {ValidationError} `csv.preset` for an unknown preset.
+ */
+export function expandCsvPreset(csv: CsvOptions): Omit<CsvOptions, 'preset'> {
+  const { preset, ...rest } = csv;
+  if (preset === undefined) return rest;
+  if (!Object.hasOwn(CSV_PRESETS, preset)) {
+    throw new ValidationError(`Expected csv.preset to be "excel", got ${describeValue(preset)}`, {
+      field: 'csv.preset',
+    });
+  }
+  // An option given as `undefined` does not hide the preset's.
+  const given = Object.fromEntries(Object.entries(rest).filter(([, value]) => value !== undefined));
+  return { ...CSV_PRESETS[preset], ...given };
 }
 
 const BOM = '\uFEFF';
@@ -26,11 +58,20 @@ function checkBoolean(csv: Record<string, unknown>, key: string, fallback: boole
 }
 
 function checkCsvOptions(csv: unknown): CsvSettings {
-  if (csv === undefined) return { delimiter: ',', bom: false, eol: '\n', header: true, escapeFormulas: true };
+  if (csv === undefined) {
+    return {
+      delimiter: ',',
+      bom: false,
+      eol: '\n',
+      header: true,
+      escapeFormulas: true,
+      decimalSeparator: '.',
+    };
+  }
   if (typeof csv !== 'object' || csv === null || Array.isArray(csv)) {
     throw new ValidationError(`Expected csv to be an object, got ${describeValue(csv)}`, { field: 'csv' });
   }
-  const options = csv as Record<string, unknown>;
+  const options = expandCsvPreset(csv as CsvOptions) as Record<string, unknown>;
   const escapeFormulas = checkBoolean(options, 'escapeFormulas', true);
   const { delimiter = ',', eol = 'lf' } = options;
   if (typeof delimiter !== 'string' || delimiter === '') {
@@ -51,8 +92,22 @@ function checkCsvOptions(csv: unknown): CsvSettings {
       field: 'csv.eol',
     });
   }
+  const { decimalSeparator = '.' } = options;
+  if (decimalSeparator !== '.' && decimalSeparator !== ',') {
+    throw new ValidationError(
+      `Expected csv.decimalSeparator to be "." or ",", got ${describeValue(decimalSeparator)}`,
+      { field: 'csv.decimalSeparator' },
+    );
+  }
+  if (decimalSeparator === ',' && delimiter.includes(',')) {
+    throw new ValidationError(
+      `Expected csv.delimiter to be other than "," with csv.decimalSeparator ","; use ";" (preset "excel") or a tab`,
+      { field: 'csv.decimalSeparator' },
+    );
+  }
   return {
     delimiter,
+    decimalSeparator,
     bom: checkBoolean(options, 'bom', false),
     eol: eol === 'crlf' ? '\r\n' : '\n',
     header: checkBoolean(options, 'header', true),
@@ -88,9 +143,11 @@ function invalidValue(key: string, value: unknown): ValidationError {
  * by the tests as the reference the fast path must match byte for byte.
  */
 export function csvStringifyOptions(
-  settings: Pick<CsvSettings, 'delimiter' | 'eol' | 'escapeFormulas'>,
+  settings: Pick<CsvSettings, 'delimiter' | 'eol' | 'escapeFormulas'> & { decimalSeparator?: '.' | ',' },
   json: { bigint: boolean } = { bigint: false },
+  dates?: Pick<DateRendering, 'render' | 'custom'>,
 ) {
+  const decimalComma = settings.decimalSeparator === ',';
   return {
     delimiter: settings.delimiter,
     record_delimiter: settings.eol,
@@ -99,20 +156,24 @@ export function csvStringifyOptions(
     escape_formulas: settings.escapeFormulas,
     cast: {
       boolean: (value: boolean) => (value ? 'true' : 'false'),
-      date: dateText,
-      object: (value: object) => stringifyJson(value, json) ?? '',
+      date: (value: Date) => dateText(value, dates?.render),
+      object: (value: object) =>
+        (dates?.custom ? stringifyJsonWithDates(value, dates.render) : stringifyJson(value, json)) ?? '',
+      ...(decimalComma ? { number: (value: number) => `${value}`.replace('.', ',') } : {}),
     },
   };
 }
 
-function dateText(value: Date): string {
+function dateText(value: Date, render: DateRenderer | undefined): string {
   // An invalid Date has no ISO form; JSON writes it as null, so CSV leaves the cell empty.
+  if (render !== undefined) return render(value);
   return Number.isNaN(value.getTime()) ? '' : value.toISOString();
 }
 
 class CsvEncoder implements RowEncoder {
   readonly #settings: CsvSettings;
   readonly #json = { bigint: false };
+  readonly #dates: DateRendering;
   /** Matches text that must be quoted. Only used when the delimiter is one character. */
   readonly #special: RegExp | undefined;
   #keys: readonly string[] | undefined;
@@ -123,7 +184,8 @@ class CsvEncoder implements RowEncoder {
   #finished = false;
 
   constructor(options: EncoderOptions | undefined) {
-    const { columns } = checkEncoderOptions(options);
+    const { columns, dates } = checkEncoderOptions(options);
+    this.#dates = dates;
     this.#settings = checkCsvOptions(options?.csv);
     if (columns !== undefined) {
       this.#setColumns(
@@ -176,7 +238,7 @@ class CsvEncoder implements RowEncoder {
     if (header && this.#labels !== undefined) {
       out +=
         this.#special === undefined
-          ? stringify([this.#labels], csvStringifyOptions(this.#settings, this.#json))
+          ? stringify([this.#labels], csvStringifyOptions(this.#settings, this.#json, this.#dates))
           : this.#encodeLine(this.#labels);
     }
     return out;
@@ -194,6 +256,7 @@ class CsvEncoder implements RowEncoder {
   #encodeFast(rows: readonly Row[]): string {
     const keys = this.#keys!;
     const inherited = this.#inherited;
+    const dateColumns = this.#dates.columns;
     const { delimiter, eol } = this.#settings;
     const width = keys.length;
     let out = '';
@@ -203,8 +266,9 @@ class CsvEncoder implements RowEncoder {
         if (c > 0) out += delimiter;
         const key = keys[c]!;
         const value = inherited?.[c] && !Object.hasOwn(row, key) ? undefined : row[key];
+        if (dateColumns?.[c] && isDateValue(value)) out += this.#cell(this.#dates.render(value));
         // Strings first: most cells are strings, and most need neither escaping nor quoting.
-        if (typeof value === 'string') out += this.#cell(value);
+        else if (typeof value === 'string') out += this.#cell(value);
         else if (value === null || value === undefined) continue;
         else out += this.#other(value, key);
       }
@@ -230,13 +294,18 @@ class CsvEncoder implements RowEncoder {
       case 'number':
       case 'bigint': {
         // A negative number is not a formula, and csv-stringify does not prefix it.
-        const text = `${value}`;
+        const text = this.#settings.decimalSeparator === ',' ? `${value}`.replace('.', ',') : `${value}`;
         return this.#special!.test(text) ? `"${text}"` : text;
       }
       case 'boolean':
         return this.#cell(value ? 'true' : 'false');
       case 'object':
-        return this.#cell(value instanceof Date ? dateText(value) : (stringifyJson(value, this.#json) ?? ''));
+        if (value instanceof Date) return this.#cell(this.#dates.render(value));
+        return this.#cell(
+          (this.#dates.custom
+            ? stringifyJsonWithDates(value, this.#dates.render)
+            : stringifyJson(value, this.#json)) ?? '',
+        );
       default:
         throw invalidValue(key, value);
     }
@@ -245,6 +314,7 @@ class CsvEncoder implements RowEncoder {
   #encodeWithCsvStringify(rows: readonly Row[]): string {
     const keys = this.#keys!;
     const inherited = this.#inherited;
+    const dateColumns = this.#dates.columns;
     const records: unknown[][] = new Array(rows.length);
     for (let r = 0; r < rows.length; r++) {
       const record: unknown[] = new Array(keys.length);
@@ -253,17 +323,22 @@ class CsvEncoder implements RowEncoder {
         const key = keys[c]!;
         const value = inherited?.[c] && !Object.hasOwn(row, key) ? undefined : row[key];
         if (typeof value === 'function' || typeof value === 'symbol') throw invalidValue(key, value);
-        record[c] = value;
+        record[c] = dateColumns?.[c] && isDateValue(value) ? this.#dates.render(value) : value;
       }
       records[r] = record;
     }
-    return stringify(records, csvStringifyOptions(this.#settings, this.#json));
+    return stringify(records, csvStringifyOptions(this.#settings, this.#json, this.#dates));
   }
+}
+
+function isDateValue(value: unknown): value is Date | string | number {
+  return typeof value === 'string' || typeof value === 'number' || value instanceof Date;
 }
 
 /**
  * Comma-separated values with a header row, formula escaping on by default. The text is the
- * same as csv-stringify's with booleans as `true`/`false`, Dates as ISO 8601, nested values as
+ * same as csv-stringify's with booleans as `true`/`false`, Dates as ISO 8601 (or in the
+ * export's `timeZone` and `dateFormat`), nested values as
  * JSON; one-character delimiters take a faster path of our own, proven identical by tests.
  *
  * @example

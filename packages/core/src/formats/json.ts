@@ -1,4 +1,4 @@
-import { JsonRowsEncoder, type Row, stringifyJson } from './encoder-helpers.js';
+import { JsonRowsEncoder, type Row } from './encoder-helpers.js';
 import type { Format } from './types.js';
 
 class JsonEncoder extends JsonRowsEncoder {
@@ -7,7 +7,7 @@ class JsonEncoder extends JsonRowsEncoder {
     const lead = this.rows === 0 ? '[' : ',';
     if (this.projected !== undefined) return this.projected.write(rows, lead, ',', '');
     // One stringify per batch is faster than one per row; the batch's own brackets are cut off.
-    return lead + stringifyJson(rows, this.json)!.slice(1, -1);
+    return lead + this.stringify(rows)!.slice(1, -1);
   }
 
   protected closing(): string {
@@ -16,7 +16,7 @@ class JsonEncoder extends JsonRowsEncoder {
 }
 
 /**
- * One JSON array of row objects. Dates become ISO 8601 strings, BigInts strings of their digits.
+ * One JSON array of row objects. Dates become ISO 8601 strings (or the export's `timeZone` and `dateFormat`), BigInts strings of their digits.
  *
  * @example
  * ```ts

@@ -1,11 +1,11 @@
-import { JsonRowsEncoder, type Row, stringifyJson } from './encoder-helpers.js';
+import { JsonRowsEncoder, type Row } from './encoder-helpers.js';
 import type { Format } from './types.js';
 
 class NdjsonEncoder extends JsonRowsEncoder {
   protected encodeBatch(rows: readonly Row[]): string {
     if (this.projected !== undefined) return this.projected.write(rows, '', '', '\n');
     let out = '';
-    for (let r = 0; r < rows.length; r++) out += (stringifyJson(rows[r], this.json) ?? 'null') + '\n';
+    for (let r = 0; r < rows.length; r++) out += (this.stringify(rows[r]) ?? 'null') + '\n';
     return out;
   }
 

@@ -1,3 +1,5 @@
+import type { DateFormat } from './dates.js';
+
 /** The export formats the library knows. */
 export type FormatName = 'csv' | 'json' | 'ndjson';
 
@@ -17,11 +19,26 @@ export interface ColumnSpec {
 }
 
 export interface CsvOptions {
-  /** @default ',' */
+  /**
+   * Settings for a spreadsheet program, under any option given beside it. `'excel'`: a UTF-8
+   * BOM, `;` between cells, CRLF line endings and a decimal comma, as Excel reads CSV in
+   * locales that write `1,5` (most of Europe). Never guessed: ask for it.
+   * @example
+   * ```ts
+   * const options: CsvOptions = { preset: 'excel' };
+   * ```
+   */
+  preset?: 'excel';
+  /** @default ',' (or `';'` with `preset: 'excel'`) */
   delimiter?: string;
-  /** Prefix the file with a UTF-8 byte order mark (for Excel). @default false */
+  /**
+   * The decimal mark of numbers: `','` writes `1.5` as `1,5`. It cannot be the delimiter too.
+   * @default '.' (or `','` with `preset: 'excel'`)
+   */
+  decimalSeparator?: '.' | ',';
+  /** Prefix the file with a UTF-8 byte order mark (for Excel). @default false (true with `preset: 'excel'`) */
   bom?: boolean;
-  /** Line ending. @default 'lf' */
+  /** Line ending. @default 'lf' ('crlf' with `preset: 'excel'`) */
   eol?: 'lf' | 'crlf';
   /** Write a header row. @default true */
   header?: boolean;
@@ -40,6 +57,13 @@ export interface EncoderOptions {
    */
   columns?: readonly ColumnSpec[];
   csv?: CsvOptions;
+  /**
+   * The IANA time zone dates are written in (Dates, and values of `type: 'date'` columns).
+   * @default 'UTC'
+   */
+  timeZone?: string;
+  /** How dates are written: `'iso'`, `'iso-local'` or `'date'` (see {@link DateFormat}). @default 'iso' */
+  dateFormat?: DateFormat;
 }
 
 /**

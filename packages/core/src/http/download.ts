@@ -1,5 +1,6 @@
 import contentDispositionModule from 'content-disposition';
 import rangeParser from 'range-parser';
+import { type Compression, compressionExtension } from '../compression.js';
 import { getFormat } from '../formats/index.js';
 import type { JobFileInfo } from '../types.js';
 import { problemResponse } from './problem.js';
@@ -42,9 +43,9 @@ function cleanName(name: string, { trimEnd }: { trimEnd: boolean }): string {
   return (trimEnd ? kept.trim() : kept.trimStart()).replace(/^[.\s]+/, '');
 }
 
-/** The extension of an export's files: `.csv`, `.ndjson`, `.json.gz`. */
-export function fileExtension(format: string, compression: string | undefined): string {
-  return `.${getFormat(format).extension}${compression === 'gzip' ? '.gz' : ''}`;
+/** The extension of an export's files: `.csv`, `.ndjson`, `.json.gz`, `.csv.zst`. */
+export function fileExtension(format: string, compression: Compression | undefined): string {
+  return `.${getFormat(format).extension}${compressionExtension(compression)}`;
 }
 
 /**

@@ -12,8 +12,15 @@ import {
 } from './events.js';
 import type { ExportRoutesHandler, ExportRoutesOptions, JobResource } from './handler-options.js';
 import { errorToProblem, problemResponse } from './problem.js';
-import { badQuery, checkJobRequest, LIST_QUERY_KEYS, streamRequest } from './requests.js';
-import { describeDataset, json, streamHead, streamHeaders, withoutBody } from './resources.js';
+import { badQuery, checkJobRequest, LIST_QUERY_KEYS, streamRequest, withHttpFieldNames } from './requests.js';
+import {
+  describeDataset,
+  json,
+  negotiateEncoding,
+  streamHead,
+  streamHeaders,
+  withoutBody,
+} from './resources.js';
 import { ALLOWED_METHODS, matchRoute, type Route, underPrefix } from './routes.js';
 import type { ExportService } from './service.js';
 import { createDownloadSigner, type DownloadSigner, normalizePrefix } from './signing.js';
@@ -165,7 +172,8 @@ export function createExportHandler(
         const identified = identify(request);
         const caller = identified instanceof Promise ? await identified : identified;
         const exportRequest = streamRequest(route.param!, request.query);
-        if (head) return streamHead(manager, { ...exportRequest, ...caller });
+        const accepted = negotiateEncoding(request);
+        if (head) return streamHead(manager, { ...exportRequest, ...caller }, accepted);
         // The answer a full server gives most: returned, not thrown through three async frames.
         const refusal = manager.refusal({ ...exportRequest, ...caller });
         if (refusal) return errorToProblem(refusal).response;
@@ -176,6 +184,7 @@ export function createExportHandler(
             get signal() {
               return request.signal;
             },
+            contentEncoding: accepted,
           },
         );
         // A failure before the first bytes is answered (and reported) as a problem below; one
@@ -200,6 +209,7 @@ export function createExportHandler(
             opened.contentType,
             opened.filename,
             fileExtension(exportRequest.format, exportRequest.compression),
+            opened.contentEncoding,
           ),
           body: opened.body,
         };
@@ -369,7 +379,7 @@ export function createExportHandler(
       }
       return await dispatch(route, request);
     } catch (error) {
-      const { response, internal } = errorToProblem(error);
+      const { response, internal } = errorToProblem(withHttpFieldNames(error, route?.name));
       if (internal) report(error, request);
       return response;
     }

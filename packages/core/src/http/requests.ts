@@ -9,9 +9,50 @@ export const JOB_REQUEST_FIELDS = [
   'filename',
   'compression',
   'notify',
+  'timeZone',
+  'dateFormat',
+  'decimalSeparator',
+  'csvPreset',
 ] as const;
 export const LIST_QUERY_KEYS = new Set(['status', 'dataset', 'limit', 'cursor']);
-export const STREAM_QUERY_KEYS = new Set(['format', 'columns', 'filename', 'compression']);
+/** The export options a stream takes in its query; every other key is a dataset param. */
+export const STREAM_QUERY_KEYS = new Set([
+  'format',
+  'columns',
+  'filename',
+  'compression',
+  'compressionLevel',
+  'timeZone',
+  'dateFormat',
+  'decimalSeparator',
+  'csvPreset',
+]);
+
+/** The HTTP names of the CSV options, flat in the body and the query. */
+const CSV_FIELDS = { csvPreset: 'preset', decimalSeparator: 'decimalSeparator' } as const;
+
+/**
+ * A problem with an option named as the client sent it: `csv.preset` is `csvPreset` over HTTP,
+ * and a stream's `compression.level` is its `compressionLevel` query parameter. Other errors
+ * are returned as they are.
+ */
+export function withHttpFieldNames(error: unknown, route: string | undefined): unknown {
+  if (!(error instanceof ValidationError) || error.field === undefined) return error;
+  const names: [string, string][] = Object.entries(CSV_FIELDS).map(([name, option]) => [
+    `csv.${option}`,
+    name,
+  ]);
+  if (route === 'stream') names.push(['compression.level', 'compressionLevel']);
+  const entry = names.find(([option]) => option === error.field);
+  if (entry === undefined) return error;
+  const [option, name] = entry;
+  return new ValidationError(error.message.replaceAll(option, name), {
+    field: name,
+    code: error.code as 'VALIDATION_FAILED',
+    statusCode: error.statusCode as 422,
+    cause: error,
+  });
+}
 
 /** The body of `POST /jobs` as an export request, or a 400 naming the field. */
 export function checkJobRequest(body: unknown): ExportRequest {
@@ -34,7 +75,22 @@ export function checkJobRequest(body: unknown): ExportRequest {
     }
     request[field] = input[field];
   }
-  for (const field of ['filename', 'compression', 'notify'] as const) {
+  if (input.compression !== undefined) {
+    const compression = input.compression;
+    if (typeof compression !== 'string' && (typeof compression !== 'object' || compression === null)) {
+      throw badField(
+        'compression',
+        `Expected compression to be a string or an object { type, level }, got ${describeValue(compression)}`,
+      );
+    }
+    request.compression = compression;
+  }
+  const csv: Record<string, unknown> = {};
+  for (const [field, option] of Object.entries(CSV_FIELDS)) {
+    if (input[field] !== undefined) csv[option] = input[field];
+  }
+  if (Object.keys(csv).length > 0) request.csv = csv;
+  for (const field of ['filename', 'timeZone', 'dateFormat', 'notify'] as const) {
     const value = input[field];
     if (value === undefined) continue;
     if (typeof value !== 'string')
@@ -78,6 +134,31 @@ export function streamRequest(dataset: string, query: URLSearchParams): ExportRe
     else params[key] = values[0]!;
   }
   request.params = params;
+  const csv: Record<string, unknown> = {};
+  for (const [field, option] of Object.entries(CSV_FIELDS)) {
+    if (request[field] === undefined) continue;
+    csv[option] = request[field];
+    delete request[field];
+  }
+  if (Object.keys(csv).length > 0) request.csv = csv;
+  if (request.compressionLevel !== undefined) {
+    const level = request.compressionLevel as string;
+    delete request.compressionLevel;
+    if (request.compression === undefined) {
+      throw new ValidationError('Expected compression ("gzip" or "zstd") beside compressionLevel', {
+        field: 'compressionLevel',
+      });
+    }
+    if (!/^\d{1,2}$/.test(level)) {
+      throw new ValidationError(
+        `Expected compressionLevel to be an integer, got ${JSON.stringify(level.slice(0, 20))}`,
+        {
+          field: 'compressionLevel',
+        },
+      );
+    }
+    request.compression = { type: request.compression, level: Number(level) };
+  }
   return request as unknown as ExportRequest;
 }
 

@@ -1,18 +1,44 @@
 import { Readable } from 'node:stream';
+import Negotiator from 'negotiator';
+import { wireEncodings } from '../compression.js';
 import type { Dataset, ParamSpec } from '../dataset.js';
 import { BackpressureError } from '../errors.js';
 import type { ExportRequest } from '../request.js';
 import { attachmentDisposition, fileExtension } from './download.js';
 import type { ExportService } from './service.js';
-import type { ExportHttpResponse } from './types.js';
+import type { ExportHttpRequest, ExportHttpResponse } from './types.js';
+
+/**
+ * The coding to send a streamed export in, by the request's `Accept-Encoding` (q-values
+ * honoured; gzip, then zstd, at equal preference), or `undefined` for identity: also when the
+ * client refuses identity and accepts nothing we have, as a 406 would help nobody.
+ */
+export function negotiateEncoding(request: Pick<ExportHttpRequest, 'headers'>): 'gzip' | 'zstd' | undefined {
+  const header = request.headers['accept-encoding'];
+  if (header === undefined || header === '') return undefined;
+  const available = wireEncodings();
+  const negotiator = new Negotiator({ headers: { 'accept-encoding': header } });
+  // negotiator 1.x takes the server's order for ties; its 0.6 types do not know that argument.
+  const encodings = negotiator.encodings as (
+    available: string[],
+    options: { preferred: string[] },
+  ) => string[];
+  const accepted = encodings.call(negotiator, [...available, 'identity'], { preferred: available });
+  const best = accepted[0];
+  return best === 'gzip' || best === 'zstd' ? best : undefined;
+}
 
 /**
  * The answer to `HEAD /stream/:dataset`: the request is checked as for a GET (404, 422, 400,
  * 503 while shutting down), but nothing runs and no slot is taken, so the headers are those of
  * a GET that was admitted. A HEAD that held a slot would only turn the next GET away.
  */
-export function streamHead(manager: ExportService, request: ExportRequest): ExportHttpResponse {
-  const { contentType, filename } = manager.describe(request);
+export function streamHead(
+  manager: ExportService,
+  request: ExportRequest,
+  accepted: 'gzip' | 'zstd' | undefined,
+): ExportHttpResponse {
+  const { contentType, filename, compression = 'none' } = manager.describe(request);
   if (manager.closing) {
     throw new BackpressureError({
       reason: 'shutting_down',
@@ -22,7 +48,12 @@ export function streamHead(manager: ExportService, request: ExportRequest): Expo
   }
   return {
     status: 200,
-    headers: streamHeaders(contentType, filename, fileExtension(request.format, request.compression)),
+    headers: streamHeaders(
+      contentType,
+      filename,
+      fileExtension(request.format, compression),
+      compression === 'none' ? accepted : undefined,
+    ),
   };
 }
 
@@ -30,9 +61,13 @@ export function streamHeaders(
   contentType: string,
   filename: string,
   extension: string,
+  contentEncoding?: 'gzip' | 'zstd' | undefined,
 ): Record<string, string> {
   return {
     'content-type': contentType,
+    ...(contentEncoding === undefined ? {} : { 'content-encoding': contentEncoding }),
+    // The body depends on Accept-Encoding whenever it could be coded for the wire.
+    vary: 'accept-encoding',
     'content-disposition': attachmentDisposition(filename, extension),
     'cache-control': 'no-store',
     'x-content-type-options': 'nosniff',

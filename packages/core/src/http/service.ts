@@ -1,10 +1,11 @@
+import type { Compression } from '../compression.js';
 import type { Dataset } from '../dataset.js';
 import type { BackpressureError } from '../errors.js';
 import type { Job } from '../jobs/job.js';
 import type { JobEventFeed } from '../jobs/job-events.js';
 import type { ExportMetrics } from '../metrics.js';
 import type { ExportRequest } from '../request.js';
-import type { CallerOptions, JobFileInfo, ListOptions, OpenedExport } from '../types.js';
+import type { CallerOptions, JobFileInfo, ListOptions, OpenedExport, OpenOptions } from '../types.js';
 
 /**
  * What the HTTP handler needs of the export engine. `ExportManager` implements it; anything
@@ -20,10 +21,11 @@ export interface ExportService {
   readonly datasets: readonly Dataset[];
   /** Job changes, for `GET /jobs/:id/events`; without it that route answers 501. */
   readonly events?: JobEventFeed | undefined;
-  open(request: ExportRequest, options?: { signal?: AbortSignal }): Promise<OpenedExport>;
+  open(request: ExportRequest, options?: OpenOptions): Promise<OpenedExport>;
   /** The refusal (429/503) a stream of this request gets at once, checked before anything else, or `undefined`. */
   refusal(request: ExportRequest): BackpressureError | undefined;
-  describe(request: ExportRequest): { contentType: string; filename: string };
+  /** `compression`: the request's, checked; the handler only offers wire coding when it is `'none'`. */
+  describe(request: ExportRequest): { contentType: string; filename: string; compression?: Compression };
   start(request: ExportRequest): Promise<Job>;
   findByIdempotencyKey(key: string, options?: CallerOptions): Promise<Job | undefined>;
   get(id: string, options?: CallerOptions): Promise<Job>;

@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import type { Compression } from '../compression.js';
 import type { Params } from '../dataset.js';
 import { describeValue, ValidationError } from '../errors.js';
+import type { DateFormat } from '../formats/dates.js';
 import type { CsvOptions, FormatName } from '../formats/types.js';
 import type { WebhookDeliveryView } from '../notifications/webhook-notifier.js';
 import type { JobQuery } from './job-store.js';
@@ -36,7 +38,7 @@ export function isJobId(value: unknown): value is string {
   return typeof value === 'string' && JOB_ID_PATTERN.test(value);
 }
 
-export type Compression = 'none' | 'gzip';
+export type { Compression } from '../compression.js';
 
 export interface JobFile {
   /** The file name on disk (derived from the id only). */
@@ -64,6 +66,10 @@ export interface JobRecord {
   filename: string | null;
   compression: Compression;
   csv: CsvOptions | null;
+  /** The time zone the request asked for (`null`: the manager's default). Absent in older records. */
+  timeZone?: string | null;
+  /** The date format the request asked for (`null`: the manager's default). Absent in older records. */
+  dateFormat?: DateFormat | null;
   owner: string | null;
   idempotencyKey: string | null;
   createdAt: string;

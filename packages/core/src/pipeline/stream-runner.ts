@@ -4,7 +4,7 @@ import type { Release } from '../admission/limiter.js';
 import { CancelledError, type ExportError, isExportError } from '../errors.js';
 import type { ExportOutcome } from '../metrics.js';
 import { contentTypeOf, downloadName, type PreparedExport } from '../request.js';
-import type { EmitEvent, ExportResult, OpenedExport } from '../types.js';
+import type { EmitEvent, ExportResult, OpenedExport, OpenOptions } from '../types.js';
 import { runExport, toExportError } from './run-export.js';
 import type { ExportTelemetry } from './telemetry.js';
 import type { ExportTimeLimits } from './time-limits.js';
@@ -49,7 +49,9 @@ export class StreamRunner {
   }
 
   /** Takes a slot, then hands back a readable body; destroying it aborts the export and frees the slot. */
-  async open(prepared: PreparedExport, options: { signal?: AbortSignal | undefined }): Promise<OpenedExport> {
+  async open(prepared: PreparedExport, options: OpenOptions): Promise<OpenedExport> {
+    // On-the-wire coding only for an uncompressed export: a `.gz` file is not gzipped twice.
+    const contentEncoding = prepared.compression === 'none' ? options.contentEncoding : undefined;
     const release = await this.#acquire(prepared, options.signal);
     const body = new PassThrough();
     // A reader that destroys the body before the end went away: a cancellation, not a write failure.
@@ -63,7 +65,9 @@ export class StreamRunner {
     const flowing = new Promise<void>((resolve) => {
       firstBytes = resolve;
     });
-    const run = this.#run(prepared, release, body, controller.signal, true, () => firstBytes());
+    // The same pipeline compresses, with its flushes for slow sources; the type stays the format's.
+    const running = contentEncoding === undefined ? prepared : { ...prepared, compression: contentEncoding };
+    const run = this.#run(running, release, body, controller.signal, true, () => firstBytes());
     const done = run.then(
       (result) => result,
       (error: unknown) => {
@@ -78,6 +82,7 @@ export class StreamRunner {
     return {
       body,
       contentType: contentTypeOf(prepared),
+      contentEncoding,
       filename: downloadName(prepared.filename, prepared, this.#options.now()),
       ready,
       done,

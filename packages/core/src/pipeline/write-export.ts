@@ -2,7 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setImmediate as nextMacrotask } from 'node:timers/promises';
-import { createGzip } from 'node:zlib';
+import { type Compression, createCompressor } from '../compression.js';
 import type { RowSource } from '../dataset.js';
 import { CancelledError, isExportError, SourceError, WriteError } from '../errors.js';
 import type { RowEncoder } from '../formats/types.js';
@@ -27,7 +27,8 @@ export interface WriteExportOptions {
   encoder: RowEncoder;
   destination: Writable;
   signal: AbortSignal;
-  gzip: boolean;
+  /** gzip or zstd (at a level) after the encoder, or `'none'`. */
+  compression: Compression;
   /** Rows pulled from the source at a time. */
   batchSize: number;
   /** End the destination when the export ends. `false` for stdout or a shared stream. */
@@ -97,7 +98,8 @@ async function pump(
   /** True while a batch is being pulled from the source (also while a stalled pull's text is flushed). */
   let pulling = false;
 
-  const gzip = options.gzip ? createGzip() : undefined;
+  // gzip or zstd: both hold data back and flush alike.
+  const gzip = createCompressor(options.compression);
 
   async function* encode(): AsyncGenerator<string, void, undefined> {
     let text = '';
