@@ -21,11 +21,15 @@ import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 
 const SCRIPT = fileURLToPath(import.meta.url);
-const DIST = fileURLToPath(new URL('../packages/core/dist/index.js', import.meta.url));
+// SPARK_EXPORT_DIST points the manager variants at another build (a before/after comparison).
+const DIST =
+  process.env.SPARK_EXPORT_DIST ?? fileURLToPath(new URL('../packages/core/dist/index.js', import.meta.url));
 const CHUNK_CHARS = 64 * 1024;
 
 const VARIANTS = [
   'csv:manager',
+  // The same export from an async generator (a database cursor, a paginated API).
+  'csv:manager-async',
   'csv:baseline',
   'csv:csv-stringify-pipeline',
   'json:manager',
@@ -132,6 +136,11 @@ function* generateRows(count, seed = 42) {
   }
 }
 
+/** The same rows from an async generator: one promise per row, as a cursor gives them. */
+async function* generateRowsAsync(count, seed = 42) {
+  yield* generateRows(count, seed);
+}
+
 // ---- variants (child process) ------------------------------------------------------------------
 
 /** The manager's CSV rules by hand: csv-stringify quoting, formula cells prefixed with `'`. */
@@ -179,12 +188,13 @@ async function runVariant(variant, rowCount, directory, keep) {
   const [format, kind] = variant.split(':');
   const path = join(directory, `${variant.replace(':', '-')}.${format}`);
   let run;
-  if (kind === 'manager') {
+  if (kind === 'manager' || kind === 'manager-async') {
     if (!existsSync(DIST)) fail('packages/core/dist/index.js is missing: run npm run build first');
     const { ExportManager } = await import(DIST);
+    const source = kind === 'manager' ? () => generateRows(rowCount) : () => generateRowsAsync(rowCount);
     const manager = new ExportManager({
       datasets: {
-        bench: { columns: COLUMNS.map((name) => ({ name })), source: () => generateRows(rowCount) },
+        bench: { columns: COLUMNS.map((name) => ({ name })), source },
       },
     });
     run = () => manager.stream({ dataset: 'bench', format }, createWriteStream(path));
@@ -361,6 +371,7 @@ async function main() {
     };
     ratio('CSV vs plain csv-stringify', 'csv:manager', 'csv:csv-stringify-pipeline', 1.5);
     ratio('CSV vs hand-written', 'csv:manager', 'csv:baseline', 0.8);
+    ratio('CSV from an async source vs hand-written', 'csv:manager-async', 'csv:baseline', 0.8);
     ratio('JSON vs hand-written', 'json:manager', 'json:baseline', 0.9);
     ratio('NDJSON vs hand-written', 'ndjson:manager', 'ndjson:baseline', 0.9);
 
