@@ -16,6 +16,15 @@ const CHUNK_CHARS = 64 * 1024;
  * the client (and an HTTP response gets its headers) without waiting for 64 KiB.
  */
 const FLUSH_AFTER_MS = 100;
+/**
+ * The time all running exports of this process together may spend in one event-loop turn
+ * before they let timers, sockets and the host app's requests run. Each export's share is this
+ * divided by the number of running exports, so five exports do not each take a full slice back
+ * to back (which is what chunks of a fixed size did).
+ */
+const TURN_BUDGET_MS = 4;
+/** The exports of this process currently encoding (their number sets each one's share of a turn). */
+let runningExports = 0;
 
 export interface WriteExportOptions {
   dataset: string;
@@ -102,7 +111,10 @@ async function pump(
   async function* encode(): AsyncGenerator<string, void, undefined> {
     let text = '';
     let lastFlush = performance.now();
+    /** When this export last gave the event loop a turn. */
+    let sliceStart = lastFlush;
     let lingered = false;
+    runningExports++;
     const batches = readBatches(
       source,
       options.batchSize,
@@ -146,18 +158,25 @@ async function pump(
         text += encoder.encode(batch);
         pendingRows += batch.length;
         const full = text.length >= CHUNK_CHARS;
-        if (full || lingered || performance.now() - lastFlush >= FLUSH_AFTER_MS) {
+        let now = performance.now();
+        if (full || lingered || now - lastFlush >= FLUSH_AFTER_MS) {
           lingered = false;
           yield text;
           text = '';
-          lastFlush = performance.now();
+          now = performance.now();
+          lastFlush = now;
           // gzip holds data back until its window fills; a timed flush pushes it out.
           if (!full) gzip?.flush();
-          // Sync sources never wait on I/O by themselves; give timers and sockets a turn.
+        }
+        // Bound the work per event-loop turn by time, not by bytes: sync sources never wait on
+        // I/O by themselves, and a drained destination resumes every export in the same turn.
+        if (now - sliceStart >= TURN_BUDGET_MS / runningExports) {
           await nextMacrotask();
+          sliceStart = performance.now();
         }
       }
     } finally {
+      runningExports--;
       // Closing `batches` closes the source (`return()` / `destroy()`), also when the pipeline
       // stopped early (abort, destination error).
       await batches.return(undefined);
