@@ -54,7 +54,7 @@ export async function runExport(
       encoder: createEncoder(prepared),
       destination,
       signal,
-      gzip: prepared.compression === 'gzip',
+      compression: prepared.compression === 'gzip' ? { type: 'gzip' } : undefined,
       batchSize: options.batchSize,
       end: options.end,
       hash: options.hash,
