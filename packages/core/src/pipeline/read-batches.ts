@@ -80,8 +80,9 @@ export async function* readBatches(
  * which hands the partial batch on by itself when the source keeps the next row back for
  * `linger.ms`, while the producer still waits for that row.
  *
- * The producer reads at most one batch ahead of the consumer (so the source can work while the
- * batch before is encoded), and a failure reaches the consumer after the batches before it.
+ * The producer fills a batch while the consumer waits for it, as a generator would (only rows
+ * arriving after a partial batch was handed on start the next one early), and a failure
+ * reaches the consumer after the batches before it.
  */
 async function* readAsyncBatches(
   iterator: AsyncIterator<unknown>,
@@ -136,12 +137,7 @@ class BatchProducer {
 
   /** A batch handed on already, if any, without waiting. */
   take(): Row[] | undefined {
-    const batch = this.#ready.shift();
-    if (batch !== undefined && this.#ready.length === 0) {
-      this.#wakeProducer?.();
-      this.#wakeProducer = undefined;
-    }
-    return batch;
+    return this.#ready.shift();
   }
 
   /** The next batch, or `undefined` once the source ended; rejects with the source's failure. */
@@ -155,6 +151,10 @@ class BatchProducer {
       if (batch !== undefined) return batch;
       if (this.#failure) throw this.#failure.error;
       if (this.#ended) return undefined;
+      // Rows are pulled while the consumer waits for them, not while it encodes the batch
+      // before: every row pulled early stays alive longer, and the garbage collector copies it.
+      this.#wakeProducer?.();
+      this.#wakeProducer = undefined;
       await new Promise<void>((resolve) => {
         this.#wakeConsumer = resolve;
       });
@@ -184,7 +184,7 @@ class BatchProducer {
     try {
       for (;;) {
         if (this.#ready.length > 0 && this.#batch.length === 0) {
-          // One batch ahead is enough: wait until the consumer takes it.
+          // A batch is ready: wait until the consumer has taken it and asks for the next one.
           await new Promise<void>((resolve) => {
             this.#wakeProducer = resolve;
           });
