@@ -109,8 +109,11 @@ const typedTable = fc
       const set = (key: string, value: unknown) => {
         Object.defineProperty(row, key, { value, enumerable: true, writable: true, configurable: true });
       };
-      if (exact) columns.forEach((column, index) => set(column.name, values[index]));
-      else for (const [key, value] of entries) set(key, value);
+      if (exact) {
+        columns.forEach((column, index) => {
+          set(column.name, values[index]);
+        });
+      } else for (const [key, value] of entries) set(key, value);
       return row;
     }),
   }));

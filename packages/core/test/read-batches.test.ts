@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import type { RowSource } from '../src/dataset.js';
 import { readBatches } from '../src/pipeline/read-batches.js';
 import { type Deferred, deferred } from '../src/testing/deferred.js';
 
@@ -23,7 +24,8 @@ function controlledSource() {
     },
   };
   return {
-    source: { [Symbol.asyncIterator]: () => iterator },
+    // Rows are checked by readBatches itself: the source may hand it anything.
+    source: { [Symbol.asyncIterator]: () => iterator } as RowSource,
     pulls,
     pulled: () => pulled,
     returned: () => returned,

@@ -27,10 +27,10 @@ const TURN_BUDGET_MS = 4;
 let runningExports = 0;
 
 /**
- * The gzip level when none is given. Measured on the benchmark's CSV (`docs/benchmarks.md`,
- * "gzip levels"): level 3 takes about half the CPU time of zlib's default 6 for output about
- * 15% larger, and about 20% more CPU than level 1 for output 10% smaller. An export is usually
- * CPU-bound, so the cheaper levels win; 3 is where the size stops paying for itself.
+ * The gzip level when none is given. Measured by `bench/gzip-levels.mjs` on the benchmark's CSV
+ * (`docs/benchmarks.md`, "gzip levels"): level 3 takes 55-60% of the CPU time of zlib's default
+ * 6 for files 16% larger, and 25-45% more than level 1 for files 10% smaller. An export is
+ * usually CPU-bound, so the cheap levels win; past 3 each level costs more than it saves.
  */
 export const DEFAULT_GZIP_LEVEL = 3;
 /** zstd's own default level. */
