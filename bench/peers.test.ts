@@ -27,7 +27,7 @@ describe('bench/peers.mjs', () => {
       const result = JSON.parse(match[1]!) as ChildResult;
       results.set(result.variant, result);
     }
-    expect(results.size).toBe(22);
+    expect(results.size).toBe(20);
     const bytes = (variant: string) => results.get(variant)!.bytes;
     // The hand-written baselines write exactly the library's bytes: the ratios compare equal work.
     expect(bytes('csv:hand-async')).toBe(bytes('csv:spark-async'));
