@@ -11,7 +11,6 @@
 // fresh process keeps one variant's garbage and JIT state out of the next one's numbers.
 
 import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { createWriteStream, existsSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
@@ -19,13 +18,17 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
+import { COLUMNS, csvLine, generateRows, generateRowsAsync, TYPED_COLUMNS, writeBatched } from './rows.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
-const DIST = fileURLToPath(new URL('../packages/core/dist/index.js', import.meta.url));
-const CHUNK_CHARS = 64 * 1024;
+// SPARK_EXPORT_DIST points the manager variants at another build (a before/after comparison).
+const DIST =
+  process.env.SPARK_EXPORT_DIST ?? fileURLToPath(new URL('../packages/core/dist/index.js', import.meta.url));
 
 const VARIANTS = [
   'csv:manager',
+  // The same export from an async generator (a database cursor, a paginated API).
+  'csv:manager-async',
   'csv:baseline',
   'csv:csv-stringify-pipeline',
   'json:manager',
@@ -37,8 +40,6 @@ const VARIANTS = [
 ];
 const MEMORY_VARIANTS = ['csv:manager', 'ndjson:manager'];
 const DEFAULT_ROWS = 1_000_000;
-const COLUMNS = ['id', 'name', 'email', 'amount', 'created_at', 'active', 'note'];
-
 // ---- arguments ---------------------------------------------------------------------------------
 
 function parseArgs(argv) {
@@ -83,108 +84,17 @@ function fail(message) {
   process.exit(2);
 }
 
-// ---- rows --------------------------------------------------------------------------------------
-
-/** mulberry32: a small seeded PRNG, so every variant exports exactly the same rows. */
-function prng(seed) {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const FIRST = ['Ada', 'Grace', 'Linus', 'Margaret', 'Ken', 'Barbara', 'Dennis', 'Frances', 'Edsger', 'Radia'];
-const LAST = ['Lovelace', 'Hopper', 'Torvalds', 'Hamilton', 'Thompson', 'Liskov', 'Ritchie', 'Allen'];
-const NOTES = [
-  'paid on time',
-  'customer asked for an invoice copy',
-  'refund, partial',
-  'shipped in two parcels, "express"',
-  'line one\nline two',
-  '=HYPERLINK("http://example.com")',
-  'discount: 10%, loyalty',
-  'Größe L – café',
-];
-const EPOCH = Date.UTC(2024, 0, 1);
-
-/** The rows every variant exports: the same `count` rows for the same seed. */
-function* generateRows(count, seed = 42) {
-  const random = prng(seed);
-  for (let id = 1; id <= count; id++) {
-    const first = FIRST[Math.floor(random() * FIRST.length)];
-    const last = LAST[Math.floor(random() * LAST.length)];
-    const pick = random();
-    yield {
-      id,
-      name: `${first} ${last}`,
-      email: `${first.toLowerCase()}.${last.toLowerCase()}${id}@example.com`,
-      amount: Math.floor(random() * 1_000_000) / 100,
-      created_at: new Date(EPOCH + Math.floor(random() * 31_536_000_000)).toISOString(),
-      active: random() < 0.7,
-      // Half the notes are empty; the rest cycle through plain text, commas, quotes, newlines
-      // and a leading `=` (formula escaping).
-      note: pick < 0.5 ? '' : NOTES[Math.floor((pick - 0.5) * 2 * NOTES.length)],
-    };
-  }
-}
-
-// ---- variants (child process) ------------------------------------------------------------------
-
-/** The manager's CSV rules by hand: csv-stringify quoting, formula cells prefixed with `'`. */
-function csvCell(text) {
-  if (text === '') return text;
-  const first = text.charCodeAt(0);
-  if (
-    first === 0x3d ||
-    first === 0x2b ||
-    first === 0x2d ||
-    first === 0x40 ||
-    first === 0x09 ||
-    first === 0x0d
-  ) {
-    text = `'${text}`;
-  }
-  if (!/[",\r\n]/.test(text)) return text;
-  return `"${text.replaceAll('"', '""')}"`;
-}
-
-function csvLine(row) {
-  return `${row.id},${csvCell(row.name)},${csvCell(row.email)},${row.amount},${csvCell(row.created_at)},${row.active ? 'true' : 'false'},${csvCell(row.note)}\n`;
-}
-
-/** Baseline: encode each row by hand, gather ~64 KiB, write and wait for `drain`. */
-async function writeBatched(path, rows, { head, encode, between = '', tail = '' }) {
-  const out = createWriteStream(path);
-  let chunk = head;
-  let first = true;
-  for (const row of rows) {
-    if (first) first = false;
-    else chunk += between;
-    chunk += encode(row);
-    if (chunk.length >= CHUNK_CHARS) {
-      if (!out.write(chunk)) await once(out, 'drain');
-      chunk = '';
-    }
-  }
-  chunk += tail;
-  out.end(chunk);
-  await once(out, 'finish');
-}
-
 async function runVariant(variant, rowCount, directory, keep) {
   const [format, kind] = variant.split(':');
   const path = join(directory, `${variant.replace(':', '-')}.${format}`);
   let run;
-  if (kind === 'manager') {
+  if (kind === 'manager' || kind === 'manager-async') {
     if (!existsSync(DIST)) fail('packages/core/dist/index.js is missing: run npm run build first');
     const { ExportManager } = await import(DIST);
+    const source = kind === 'manager' ? () => generateRows(rowCount) : () => generateRowsAsync(rowCount);
     const manager = new ExportManager({
       datasets: {
-        bench: { columns: COLUMNS.map((name) => ({ name })), source: () => generateRows(rowCount) },
+        bench: { columns: TYPED_COLUMNS, source },
       },
     });
     run = () => manager.stream({ dataset: 'bench', format }, createWriteStream(path));
@@ -361,6 +271,7 @@ async function main() {
     };
     ratio('CSV vs plain csv-stringify', 'csv:manager', 'csv:csv-stringify-pipeline', 1.5);
     ratio('CSV vs hand-written', 'csv:manager', 'csv:baseline', 0.8);
+    ratio('CSV from an async source vs hand-written', 'csv:manager-async', 'csv:baseline', 0.8);
     ratio('JSON vs hand-written', 'json:manager', 'json:baseline', 0.9);
     ratio('NDJSON vs hand-written', 'ndjson:manager', 'ndjson:baseline', 0.9);
 

@@ -10,6 +10,7 @@ const run = promisify(execFile);
 const script = fileURLToPath(new URL('./formats.mjs', import.meta.url));
 const variants = [
   'csv:manager',
+  'csv:manager-async',
   'csv:baseline',
   'csv:csv-stringify-pipeline',
   'json:manager',
@@ -52,6 +53,7 @@ describe('bench/formats.mjs', () => {
     for (const format of ['csv', 'json', 'ndjson']) {
       expect(results.get(`${format}:baseline`)!.bytes).toBe(results.get(`${format}:manager`)!.bytes);
     }
+    expect(results.get('csv:manager-async')!.bytes).toBe(results.get('csv:manager')!.bytes);
     expect(stdout).toMatch(/PASS|FAIL/);
   });
 });

@@ -10,7 +10,7 @@ export type CompressionType = 'none' | 'gzip' | 'zstd';
 
 /**
  * How an export's bytes are compressed: a name, or a name with a level.
- * - gzip levels: 0 (stored) to 9 (smallest); zlib's default is 6.
+ * - gzip levels: 0 (stored) to 9 (smallest); {@link DEFAULT_GZIP_LEVEL} (3) when none is given.
  * - zstd levels: 1 to 22; zstd's default is 3. zstd needs Node >= 22.15.
  * @default 'none'
  * @example
@@ -22,6 +22,16 @@ export type Compression =
   | CompressionType
   | { type: 'gzip'; level?: number | undefined }
   | { type: 'zstd'; level?: number | undefined };
+
+/**
+ * The gzip level when none is given. Measured by `bench/gzip-levels.mjs` on the benchmark's CSV
+ * (`docs/benchmarks.md`, "gzip levels"): level 3 takes 55-60% of the CPU time of zlib's default
+ * 6 for files 16% larger, and 25-45% more than level 1 for files 10% smaller. An export is
+ * usually CPU-bound, so the cheap levels win; past 3 each level costs more than it saves.
+ */
+export const DEFAULT_GZIP_LEVEL = 3;
+/** zstd's own default level. */
+export const DEFAULT_ZSTD_LEVEL = 3;
 
 const LEVELS = { gzip: { min: 0, max: 9 }, zstd: { min: 1, max: 22 } } as const;
 
@@ -102,14 +112,14 @@ export type Compressor = Transform & { flush(callback?: () => void): void };
 export function createCompressor(compression: Compression | undefined): Compressor | undefined {
   const type = compressionType(compression);
   const level = compressionLevel(compression);
-  if (type === 'gzip') return zlib.createGzip(level === undefined ? {} : { level });
+  if (type === 'gzip') return zlib.createGzip({ level: level ?? DEFAULT_GZIP_LEVEL });
   if (type === 'zstd') {
     // Checked in prepare(); checked again for a job record resumed on an older Node.
     if (!zstdAvailable()) throw zstdMissing('compression');
     const createZstd = (zlib as unknown as { createZstdCompress: (options: object) => Compressor })
       .createZstdCompress;
     const constants = zlib.constants as unknown as Record<string, number>;
-    return createZstd(level === undefined ? {} : { params: { [constants.ZSTD_c_compressionLevel!]: level } });
+    return createZstd({ params: { [constants.ZSTD_c_compressionLevel!]: level ?? DEFAULT_ZSTD_LEVEL } });
   }
   return undefined;
 }

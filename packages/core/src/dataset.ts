@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { isTimeZone, normalizeDate } from './date-param.js';
 import { describeValue, NotFoundError, ValidationError } from './errors.js';
-import { type ColumnSpec, FORMAT_NAMES, type FormatName } from './formats/types.js';
+import { COLUMN_TYPES, type ColumnSpec, FORMAT_NAMES, type FormatName } from './formats/types.js';
 
 /** A row of an export: a plain object. */
 export type Row = Record<string, unknown>;
@@ -186,6 +186,11 @@ export function defineDataset<const P extends ParamSpecs = NoParams>(
       }
       if (seen.has(column.name))
         throw new TypeError(`Dataset "${name}" declares column "${column.name}" twice`);
+      if (column.type !== undefined && !COLUMN_TYPES.includes(column.type)) {
+        throw new TypeError(
+          `Expected dataset "${name}" columns[${index}].type to be one of ${COLUMN_TYPES.join(', ')}, got ${describeValue(column.type)}`,
+        );
+      }
       seen.add(column.name);
     }
   }

@@ -90,6 +90,12 @@ describe('defineDataset', () => {
       'Dataset "orders" declares column "id" twice',
     ],
     [
+      'a column of an unknown type',
+      'orders',
+      { columns: [{ name: 'id', type: 'int' as never }], source },
+      'Expected dataset "orders" columns[0].type to be one of string, number, integer, boolean, date, json, got "int" (string)',
+    ],
+    [
       'a column without a name',
       'orders',
       { columns: [{ name: 'id' }, { label: 'Total' } as never], source },

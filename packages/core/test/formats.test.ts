@@ -221,6 +221,43 @@ describe('csv', () => {
     expect(multi.code).toBe('INVALID_ROW');
   });
 
+  it('writes typed columns like untyped ones, also values of another type', () => {
+    const columns = [
+      { name: 'i', type: 'integer' },
+      { name: 'b', type: 'boolean' },
+      { name: 'd', type: 'date' },
+      { name: 'n', type: 'number' },
+    ] as const;
+    const rows = [
+      { i: -3, b: true, d: new Date(0), n: 1.5 },
+      { i: '=x', b: 'yes', d: '2024-01-01', n: 10n },
+      { i: null, b: false, d: new Date(Number.NaN), n: Number.NaN },
+    ];
+    const untyped = columns.map(({ name }) => ({ name }));
+    const typedText = csvFormat.createEncoder({ columns: [...columns] }).encode(rows);
+    expect(typedText).toBe(csvFormat.createEncoder({ columns: untyped }).encode(rows));
+    expect(typedText).toBe(
+      "i,b,d,n\n-3,true,1970-01-01T00:00:00.000Z,1.5\n'=x,yes,2024-01-01,10\n,false,,NaN\n",
+    );
+    // A delimiter a number is written with quotes the number.
+    expect(
+      csvFormat.createEncoder({ columns: [...columns], csv: { delimiter: '.' } }).encode([rows[0]!]),
+    ).toBe('i.b.d.n\n-3.true."1970-01-01T00:00:00.000Z"."1.5"\n');
+  });
+
+  it('rejects an unknown column type, naming the column and the types it knows', () => {
+    for (const format of [csvFormat, jsonFormat, ndjsonFormat]) {
+      const error = captureError(() =>
+        format.createEncoder({ columns: [{ name: 'a' }, { name: 'b', type: 'float' as 'number' }] }),
+      );
+      expect(error).toBeInstanceOf(ValidationError);
+      expect(error.field).toBe('columns[1].type');
+      expect(error.message).toBe(
+        'Expected columns[1].type to be one of string, number, integer, boolean, date, json, got "float" (string)',
+      );
+    }
+  });
+
   it('refuses to be used after finish()', () => {
     const encoder = csvFormat.createEncoder();
     encoder.finish();

@@ -2,11 +2,15 @@ import { stringify } from 'csv-stringify/sync';
 import { describeValue, ValidationError } from '../errors.js';
 import type { DateRenderer } from './dates.js';
 import {
+  type CompiledColumn,
   checkEncoderOptions,
   checkRows,
+  compileColumns,
   type DateRendering,
   inheritedKeys,
+  literal,
   type Row,
+  readValueCode,
   stringifyJson,
   stringifyJsonWithDates,
 } from './encoder-helpers.js';
@@ -170,15 +174,149 @@ function dateText(value: Date, render: DateRenderer | undefined): string {
   return Number.isNaN(value.getTime()) ? '' : value.toISOString();
 }
 
+/** Every character the text of a JS number can hold (`-1.5e+21`, `Infinity`, `NaN`). */
+const NUMBER_CHARACTERS = '0123456789.+-eInfityNa';
+
+/**
+ * How a cell of a declared type is written; one function each per export, chosen when the
+ * encoder is compiled, so that per-export date and number options plug in at one place. Each
+ * returns the finished cell: escaped, and quoted when it needs to be.
+ */
+export interface CsvRenderers {
+  renderDate: (value: Date) => string;
+  renderNumber: (value: number | bigint) => string;
+}
+
+/** The string cell writer of a one-character delimiter: csv-stringify's escaping and quoting. */
+function stringCell(settings: CsvSettings): (text: string) => string {
+  const code = settings.delimiter.charCodeAt(0).toString(16).padStart(4, '0');
+  const special = new RegExp(`["\\r\\n\\u${code}]`);
+  const { escapeFormulas } = settings;
+  return (text) => {
+    if (text === '') return text;
+    if (escapeFormulas && isFormulaStart(text.charCodeAt(0))) {
+      // csv-stringify decides on quoting before it adds the prefix; with `'` ruled out as a
+      // delimiter, checking afterwards gives the same answer.
+      text = `'${text}`;
+    }
+    if (!special.test(text)) return text;
+    return `"${text.includes('"') ? text.replaceAll('"', '""') : text}"`;
+  };
+}
+
+function csvRenderers(
+  settings: CsvSettings,
+  cell: (text: string) => string,
+  dates: DateRendering,
+): CsvRenderers {
+  const decimalComma = settings.decimalSeparator === ',';
+  // A negative number is not a formula, and csv-stringify does not prefix it; it is only quoted
+  // when the delimiter is one of the characters a number is written with.
+  const numberCharacters = decimalComma ? `${NUMBER_CHARACTERS},` : NUMBER_CHARACTERS;
+  const numberText = decimalComma
+    ? (value: number | bigint) => `${value}`.replace('.', ',')
+    : (value: number | bigint) => `${value}`;
+  const renderNumber = numberCharacters.includes(settings.delimiter)
+    ? (value: number | bigint) => {
+        const text = numberText(value);
+        return text.includes(settings.delimiter) ? `"${text}"` : text;
+      }
+    : numberText;
+  const render = dates.custom ? dates.render : undefined;
+  return { renderNumber, renderDate: (value) => cell(dateText(value, render)) };
+}
+
+/** Code that appends the cell of `v` (a value of `column`) to `out`. */
+function csvCellCode(
+  column: CompiledColumn,
+  trueCell: string,
+  falseCell: string,
+  customDates: boolean,
+): string {
+  const key = literal(column.name);
+  const fallback = `else if (v !== null && v !== undefined) out += other(v, ${key});`;
+  // With a time zone or date format of the export's own, a date column's text and epoch
+  // milliseconds are written as dates too; with the defaults they stay as they came.
+  if (column.type === 'date' && customDates) {
+    return `if (typeof v === 'string' || typeof v === 'number' || v instanceof Date) out += dateValue(v); ${fallback}`;
+  }
+  switch (column.type) {
+    case 'integer':
+    case 'number':
+      return `if (typeof v === 'number') out += renderNumber(v); else if (typeof v === 'string') out += cell(v); ${fallback}`;
+    case 'boolean':
+      return `if (v === true) out += ${literal(trueCell)}; else if (v === false) out += ${literal(falseCell)}; else if (typeof v === 'string') out += cell(v); ${fallback}`;
+    case 'date':
+      return `if (typeof v === 'string') out += cell(v); else if (v instanceof Date) out += renderDate(v); ${fallback}`;
+    default:
+      // Strings first: most cells are strings, and most need neither escaping nor quoting.
+      return `if (typeof v === 'string') out += cell(v); ${fallback}`;
+  }
+}
+
+/**
+ * The rows → text function of one export, generated once from the columns and their types
+ * (one-character delimiters only). Column names reach the code only as escaped literals.
+ */
+function compileCsvRows(
+  columns: readonly CompiledColumn[],
+  settings: CsvSettings,
+  cell: (text: string) => string,
+  renderers: CsvRenderers,
+  dates: DateRendering,
+): (rows: readonly Row[]) => string {
+  const json = { bigint: false };
+  const trueCell = cell('true');
+  const falseCell = cell('false');
+  const other = (value: unknown, key: string): string => {
+    switch (typeof value) {
+      case 'number':
+      case 'bigint':
+        return renderers.renderNumber(value);
+      case 'boolean':
+        return value ? trueCell : falseCell;
+      case 'object':
+        if (value instanceof Date) return renderers.renderDate(value);
+        return cell(
+          (dates.custom ? stringifyJsonWithDates(value, dates.render) : stringifyJson(value, json)) ?? '',
+        );
+      default:
+        throw invalidValue(key, value);
+    }
+  };
+  let body = '';
+  columns.forEach((column, index) => {
+    if (index > 0) body += `    out += ${literal(settings.delimiter)};\n`;
+    body += `    ${readValueCode(column)}\n    ${csvCellCode(column, trueCell, falseCell, dates.custom)}\n`;
+  });
+  const source = `return function encodeCsvRows(rows) {
+  let out = '';
+  let v;
+  for (let r = 0; r < rows.length; r++) {
+    const row = rows[r];
+${body}    out += ${literal(settings.eol)};
+  }
+  return out;
+};`;
+  const dateValue = (value: Date | string | number) => cell(dates.render(value));
+  return new Function('hasOwn', 'cell', 'other', 'renderNumber', 'renderDate', 'dateValue', source)(
+    Object.hasOwn,
+    cell,
+    other,
+    renderers.renderNumber,
+    renderers.renderDate,
+    dateValue,
+  );
+}
+
 class CsvEncoder implements RowEncoder {
   readonly #settings: CsvSettings;
   readonly #json = { bigint: false };
   readonly #dates: DateRendering;
-  /** Matches text that must be quoted. Only used when the delimiter is one character. */
-  readonly #special: RegExp | undefined;
-  #keys: readonly string[] | undefined;
-  #labels: readonly string[] | undefined;
-  #inherited: readonly boolean[] | undefined;
+  /** The string cell writer; only for one-character delimiters. */
+  readonly #cell: ((text: string) => string) | undefined;
+  #columns: readonly CompiledColumn[] | undefined;
+  #encodeRows: ((rows: readonly Row[]) => string) | undefined;
   #rows = 0;
   #started = false;
   #finished = false;
@@ -187,25 +325,10 @@ class CsvEncoder implements RowEncoder {
     const { columns, dates } = checkEncoderOptions(options);
     this.#dates = dates;
     this.#settings = checkCsvOptions(options?.csv);
-    if (columns !== undefined) {
-      this.#setColumns(
-        columns.map((column) => column.name),
-        columns.map((column) => column.label ?? column.name),
-      );
-    }
-    const { delimiter } = this.#settings;
+    if (columns !== undefined) this.#columns = compileColumns(columns);
     // Multi-character delimiters need csv-stringify's rules for delimiters that straddle
     // field boundaries; they are rare enough to be left to csv-stringify itself.
-    if (delimiter.length === 1) {
-      const code = delimiter.charCodeAt(0).toString(16).padStart(4, '0');
-      this.#special = new RegExp(`["\\r\\n\\u${code}]`);
-    }
-  }
-
-  #setColumns(keys: readonly string[], labels: readonly string[]): void {
-    this.#keys = keys;
-    this.#labels = labels;
-    this.#inherited = inheritedKeys(keys);
+    if (this.#settings.delimiter.length === 1) this.#cell = stringCell(this.#settings);
   }
 
   encode(rows: readonly Row[]): string {
@@ -214,14 +337,11 @@ class CsvEncoder implements RowEncoder {
     if (rows.length === 0) return '';
     let out = '';
     if (!this.#started) {
-      if (this.#keys === undefined) {
-        const keys = Object.keys(rows[0]!);
-        this.#setColumns(keys, keys);
-      }
+      this.#columns ??= compileColumns(Object.keys(rows[0]!).map((name) => ({ name })));
       out = this.#preamble();
     }
     this.#rows += rows.length;
-    return out + (this.#special === undefined ? this.#encodeWithCsvStringify(rows) : this.#encodeFast(rows));
+    return out + (this.#cell === undefined ? this.#encodeWithCsvStringify(rows) : this.#compiled()(rows));
   }
 
   finish(): string {
@@ -231,89 +351,39 @@ class CsvEncoder implements RowEncoder {
     return this.#started ? '' : this.#preamble();
   }
 
+  /** Compiled at the first rows, not in the constructor: a request checked and refused costs nothing. */
+  #compiled(): (rows: readonly Row[]) => string {
+    if (this.#encodeRows === undefined) {
+      const cell = this.#cell!;
+      this.#encodeRows = compileCsvRows(
+        this.#columns!,
+        this.#settings,
+        cell,
+        csvRenderers(this.#settings, cell, this.#dates),
+        this.#dates,
+      );
+    }
+    return this.#encodeRows;
+  }
+
   #preamble(): string {
     this.#started = true;
     const { bom, header } = this.#settings;
     let out = bom ? BOM : '';
-    if (header && this.#labels !== undefined) {
+    const columns = this.#columns;
+    if (header && columns !== undefined) {
+      const labels = columns.map((column) => column.label);
       out +=
-        this.#special === undefined
-          ? stringify([this.#labels], csvStringifyOptions(this.#settings, this.#json, this.#dates))
-          : this.#encodeLine(this.#labels);
+        this.#cell === undefined
+          ? stringify([labels], csvStringifyOptions(this.#settings, this.#json, this.#dates))
+          : labels.map(this.#cell).join(this.#settings.delimiter) + this.#settings.eol;
     }
     return out;
-  }
-
-  #encodeLine(values: readonly string[]): string {
-    let line = '';
-    for (let c = 0; c < values.length; c++) {
-      if (c > 0) line += this.#settings.delimiter;
-      line += this.#cell(values[c]!);
-    }
-    return line + this.#settings.eol;
-  }
-
-  #encodeFast(rows: readonly Row[]): string {
-    const keys = this.#keys!;
-    const inherited = this.#inherited;
-    const dateColumns = this.#dates.columns;
-    const { delimiter, eol } = this.#settings;
-    const width = keys.length;
-    let out = '';
-    for (let r = 0; r < rows.length; r++) {
-      const row = rows[r]!;
-      for (let c = 0; c < width; c++) {
-        if (c > 0) out += delimiter;
-        const key = keys[c]!;
-        const value = inherited?.[c] && !Object.hasOwn(row, key) ? undefined : row[key];
-        if (dateColumns?.[c] && isDateValue(value)) out += this.#cell(this.#dates.render(value));
-        // Strings first: most cells are strings, and most need neither escaping nor quoting.
-        else if (typeof value === 'string') out += this.#cell(value);
-        else if (value === null || value === undefined) continue;
-        else out += this.#other(value, key);
-      }
-      out += eol;
-    }
-    return out;
-  }
-
-  /** A string cell, escaped and quoted the way csv-stringify does it. */
-  #cell(text: string): string {
-    if (text === '') return text;
-    if (this.#settings.escapeFormulas && isFormulaStart(text.charCodeAt(0))) {
-      // csv-stringify decides on quoting before it adds the prefix; with `'` ruled out as a
-      // delimiter, checking afterwards gives the same answer.
-      text = `'${text}`;
-    }
-    if (!this.#special!.test(text)) return text;
-    return `"${text.includes('"') ? text.replaceAll('"', '""') : text}"`;
-  }
-
-  #other(value: unknown, key: string): string {
-    switch (typeof value) {
-      case 'number':
-      case 'bigint': {
-        // A negative number is not a formula, and csv-stringify does not prefix it.
-        const text = this.#settings.decimalSeparator === ',' ? `${value}`.replace('.', ',') : `${value}`;
-        return this.#special!.test(text) ? `"${text}"` : text;
-      }
-      case 'boolean':
-        return this.#cell(value ? 'true' : 'false');
-      case 'object':
-        if (value instanceof Date) return this.#cell(this.#dates.render(value));
-        return this.#cell(
-          (this.#dates.custom
-            ? stringifyJsonWithDates(value, this.#dates.render)
-            : stringifyJson(value, this.#json)) ?? '',
-        );
-      default:
-        throw invalidValue(key, value);
-    }
   }
 
   #encodeWithCsvStringify(rows: readonly Row[]): string {
-    const keys = this.#keys!;
-    const inherited = this.#inherited;
+    const keys = this.#columns!.map((column) => column.name);
+    const inherited = inheritedKeys(keys);
     const dateColumns = this.#dates.columns;
     const records: unknown[][] = new Array(rows.length);
     for (let r = 0; r < rows.length; r++) {

@@ -5,7 +5,8 @@ class JsonEncoder extends JsonRowsEncoder {
   protected encodeBatch(rows: readonly Row[]): string {
     if (rows.length === 0) return '';
     const lead = this.rows === 0 ? '[' : ',';
-    if (this.projected !== undefined) return this.projected.write(rows, lead, ',', '');
+    const projected = this.projected;
+    if (projected !== undefined && !projected.nativeBatch(rows)) return projected.write(rows, lead, ',', '');
     // One stringify per batch is faster than one per row; the batch's own brackets are cut off.
     return lead + this.stringify(rows)!.slice(1, -1);
   }

@@ -3,7 +3,8 @@ import type { Format } from './types.js';
 
 class NdjsonEncoder extends JsonRowsEncoder {
   protected encodeBatch(rows: readonly Row[]): string {
-    if (this.projected !== undefined) return this.projected.write(rows, '', '', '\n');
+    const projected = this.projected;
+    if (projected !== undefined && !projected.nativeBatch(rows)) return projected.write(rows, '', '', '\n');
     let out = '';
     for (let r = 0; r < rows.length; r++) out += (this.stringify(rows[r]) ?? 'null') + '\n';
     return out;

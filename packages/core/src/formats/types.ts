@@ -9,11 +9,18 @@ export const FORMAT_NAMES: readonly FormatName[] = ['csv', 'json', 'ndjson'];
 /** How a column's values are meant to be read; informs docs and CSV casting. */
 export type ColumnType = 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'json';
 
+/** Every column type. A declared type lets the encoders compile a faster path for its values. */
+export const COLUMN_TYPES: readonly ColumnType[] = ['string', 'number', 'integer', 'boolean', 'date', 'json'];
+
 export interface ColumnSpec {
   /** The key of the field in each row. */
   name: string;
   /** The CSV header text. @default name */
   label?: string;
+  /**
+   * The values the column holds. The encoders compile a faster path for it (e.g. an integer
+   * needs no CSV quoting test); a value of another type is still written as without a type.
+   */
   type?: ColumnType;
   description?: string;
 }

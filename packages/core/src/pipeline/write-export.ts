@@ -2,9 +2,9 @@ import { createHash, type Hash } from 'node:crypto';
 import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setImmediate as nextMacrotask } from 'node:timers/promises';
-import { type Compression, createCompressor } from '../compression.js';
+import { type Compression, type Compressor, createCompressor } from '../compression.js';
 import type { RowSource } from '../dataset.js';
-import { CancelledError, isExportError, SourceError, WriteError } from '../errors.js';
+import { CancelledError, describeValue, isExportError, SourceError, WriteError } from '../errors.js';
 import type { RowEncoder } from '../formats/types.js';
 import { readBatches } from './read-batches.js';
 import { type ExportTimeLimits, TimeLimits } from './time-limits.js';
@@ -16,6 +16,15 @@ const CHUNK_CHARS = 64 * 1024;
  * the client (and an HTTP response gets its headers) without waiting for 64 KiB.
  */
 const FLUSH_AFTER_MS = 100;
+/**
+ * The time all running exports of this process together may spend in one event-loop turn
+ * before they let timers, sockets and the host app's requests run. Each export's share is this
+ * divided by the number of running exports, so five exports do not each take a full slice back
+ * to back (which is what chunks of a fixed size did).
+ */
+const TURN_BUDGET_MS = 4;
+/** The exports of this process currently encoding (their number sets each one's share of a turn). */
+let runningExports = 0;
 
 export interface WriteExportOptions {
   dataset: string;
@@ -62,6 +71,10 @@ export interface WriteExportResult {
  */
 export async function writeExport(options: WriteExportOptions): Promise<WriteExportResult> {
   const { encoder } = options;
+  // A bad level or a zstd this Node lacks fails before the source is opened (the request was
+  // checked already; a job record resumed on an older Node is checked again here).
+  // gzip or zstd: both hold data back and flush alike.
+  const gzip = createCompressor(options.compression);
   const limits = new TimeLimits(options.signal, options.limits ?? {}, options.destination);
   // Everything below listens to this signal: the caller's, or a time limit that was hit.
   const signal = limits.signal;
@@ -76,7 +89,7 @@ export async function writeExport(options: WriteExportOptions): Promise<WriteExp
   try {
     source = await limits.opening(options.open);
     if (signal.aborted) closeOnAbort();
-    return await pump(options, encoder, source, signal, limits);
+    return await pump(options, encoder, source, signal, limits, gzip);
   } finally {
     signal.removeEventListener('abort', closeOnAbort);
     limits.stop();
@@ -89,6 +102,7 @@ async function pump(
   source: RowSource,
   signal: AbortSignal,
   limits: TimeLimits,
+  gzip: Compressor | undefined,
 ): Promise<WriteExportResult> {
   let rows = 0;
   let pendingRows = 0;
@@ -98,13 +112,13 @@ async function pump(
   /** True while a batch is being pulled from the source (also while a stalled pull's text is flushed). */
   let pulling = false;
 
-  // gzip or zstd: both hold data back and flush alike.
-  const gzip = createCompressor(options.compression);
-
   async function* encode(): AsyncGenerator<string, void, undefined> {
     let text = '';
     let lastFlush = performance.now();
+    /** When this export last gave the event loop a turn. */
+    let sliceStart = lastFlush;
     let lingered = false;
+    runningExports++;
     const batches = readBatches(
       source,
       options.batchSize,
@@ -148,18 +162,25 @@ async function pump(
         text += encoder.encode(batch);
         pendingRows += batch.length;
         const full = text.length >= CHUNK_CHARS;
-        if (full || lingered || performance.now() - lastFlush >= FLUSH_AFTER_MS) {
+        let now = performance.now();
+        if (full || lingered || now - lastFlush >= FLUSH_AFTER_MS) {
           lingered = false;
           yield text;
           text = '';
-          lastFlush = performance.now();
+          now = performance.now();
+          lastFlush = now;
           // gzip holds data back until its window fills; a timed flush pushes it out.
           if (!full) gzip?.flush();
-          // Sync sources never wait on I/O by themselves; give timers and sockets a turn.
+        }
+        // Bound the work per event-loop turn by time, not by bytes: sync sources never wait on
+        // I/O by themselves, and a drained destination resumes every export in the same turn.
+        if (now - sliceStart >= TURN_BUDGET_MS / runningExports) {
           await nextMacrotask();
+          sliceStart = performance.now();
         }
       }
     } finally {
+      runningExports--;
       // Closing `batches` closes the source (`return()` / `destroy()`), also when the pipeline
       // stopped early (abort, destination error).
       await batches.return(undefined);
