@@ -39,6 +39,12 @@ describe('environment', () => {
       logLevel: 'info',
       processMetrics: true,
       accelRedirectPrefix: undefined,
+      redisUrl: undefined,
+      s3Bucket: undefined,
+      s3Endpoint: undefined,
+      s3Region: undefined,
+      s3ForcePathStyle: undefined,
+      s3Prefix: undefined,
     });
   });
 
