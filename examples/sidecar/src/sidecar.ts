@@ -190,8 +190,15 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
   });
   if (backends.states().length > 0) {
     app.addHook('onSend', async (request, reply, payload) => {
-      if (request.url.split('?')[0] !== `${PREFIX}/status` || typeof payload !== 'string') return payload;
-      const status = JSON.parse(payload) as Record<string, unknown>;
+      if (request.url.split('?')[0] !== `${PREFIX}/status`) return payload;
+      const blocked = reply.statusCode === 200 && backends.jobsBlocked();
+      if (request.method === 'HEAD') {
+        if (blocked) reply.code(503);
+        return payload;
+      }
+      // The plugin sends the handler's JSON as a Buffer, with its Content-Length.
+      if (typeof payload !== 'string' && !Buffer.isBuffer(payload)) return payload;
+      const status = JSON.parse(payload.toString()) as Record<string, unknown>;
       const states = backends.states();
       status.backends = Object.fromEntries(
         states.map((state) => [
@@ -204,11 +211,13 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
           },
         ]),
       );
-      if (reply.statusCode === 200 && backends.jobsBlocked()) {
+      if (blocked) {
         reply.code(503);
         status.status = 'unavailable';
       }
-      return JSON.stringify(status);
+      const body = Buffer.from(JSON.stringify(status));
+      reply.header('content-length', String(body.length));
+      return body;
     });
   }
   if (settings.apiToken !== undefined) {
