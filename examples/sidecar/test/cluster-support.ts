@@ -375,16 +375,25 @@ export async function startCluster(options: {
   }
 }
 
-/** The replica whose inFlight shows the one export the test started, once one does. */
-export async function runnerOf(cluster: Cluster): Promise<Replica> {
+/**
+ * The replica that started job `id` most recently (its `job:started` log line), once one has:
+ * with a shared queue any replica may run a job, whichever one answered its POST.
+ */
+export async function runnerOf(cluster: Cluster, id: string): Promise<Replica> {
   return pollUntil(
-    'a replica to run the export',
+    `a replica to start job ${id}`,
     async () => {
+      let runner: Replica | undefined;
+      let latest = '';
       for (const replica of cluster.replicas) {
-        const status = await cluster.status(replica).catch(() => undefined);
-        if (status !== undefined && status.inFlight > 0) return replica;
+        for (const line of replica.logs) {
+          if (line.event === 'job:started' && line.jobId === id && String(line.time) >= latest) {
+            latest = String(line.time);
+            runner = replica;
+          }
+        }
       }
-      return undefined;
+      return runner;
     },
     { attempts: 200, intervalMs: 25 },
   );

@@ -4,7 +4,7 @@
 // (cancellation through Redis, stalled-job recovery by BullMQ's locks); the expectations are
 // the documented ones (docs/scaling.md, "Failure modes").
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { type Cluster, type Replica, runnerOf, startCluster } from './cluster-support.js';
 import { pollUntil, requireProgram } from './programs.js';
 
@@ -67,10 +67,12 @@ describe.skipIf(nginx.skip || redisServer.skip)('three replicas: work that cross
     const before = cluster.held.requests;
     const id = await createHeldJob();
     await cluster.held.waitForRequests(before + 1);
-    const runner = await runnerOf(cluster);
+    const runner = await runnerOf(cluster, id);
     const other = cluster.replicas.find((replica) => replica !== runner)!;
 
     const cancelled = await fetch(`${other.origin}/export/jobs/${id}`, { method: 'DELETE' });
+    // Whatever happens next, the held export must not outlive this test.
+    onTestFinished(() => cluster.held.release());
     expect([200, 202, 204]).toContain(cancelled.status);
     await pollUntil(
       'the runner to stop the export and give its slot back',
@@ -89,9 +91,18 @@ describe.skipIf(nginx.skip || redisServer.skip)('three replicas: work that cross
   });
 
   it('a replica killed mid-job: the job ends succeeded (with one object) or failed (with none), no upload stays open, the survivors serve', async () => {
+    // Starts from an idle cluster, whatever the test before left running.
+    cluster.held.release();
+    for (const replica of cluster.replicas) {
+      await pollUntil(
+        `${replica.name} to be idle`,
+        async () => ((await cluster.status(replica)).inFlight === 0 ? true : undefined),
+        { attempts: 200, intervalMs: 50 },
+      );
+    }
     const id = await createHeldJob();
     await cluster.s3.partsStored(1, `${cluster.prefix}.partial/`);
-    const runner: Replica = await runnerOf(cluster);
+    const runner: Replica = await runnerOf(cluster, id);
     await runner.kill();
     // From now on every run of the held dataset may finish: a re-run by a survivor completes.
     const releaser = setInterval(() => cluster.held.release(), 50);
