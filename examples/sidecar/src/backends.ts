@@ -160,7 +160,12 @@ export async function createBackends(
       const connection = redis;
       const setRedis = track('redis', target);
       // Every connection error is an 'error' event; without a listener ioredis prints each.
-      connection.on('error', (error: unknown) => setRedis(false, error));
+      // connect() itself only rejects with "Connection is closed": the cause is the event's.
+      let lastError: unknown;
+      connection.on('error', (error: unknown) => {
+        lastError = error;
+        setRedis(false, error);
+      });
       connection.on('close', () => setRedis(false));
       connection.on('ready', () => setRedis(true));
       try {
@@ -168,9 +173,8 @@ export async function createBackends(
         await connection.ping();
       } catch (error) {
         connection.disconnect();
-        throw new Error(`Cannot reach Redis at ${variable} (${target}): ${errorMessage(error)}`, {
-          cause: error,
-        });
+        const cause = lastError ?? error;
+        throw new Error(`Cannot reach Redis at ${variable} (${target}): ${errorMessage(cause)}`, { cause });
       }
       const warnings = rateLimitedLog(logger, 'limiter:error', 'the Redis limiter failed a round trip');
       limiter = new RedisLimiter({

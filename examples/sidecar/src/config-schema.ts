@@ -202,7 +202,11 @@ const s3Section = {
       pattern: '^https?://[^\\s]+$',
       description: 'an http:// or https:// URL of an S3-compatible store',
     },
-    region: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,62}$', description: 'a region name such as eu-west-1' },
+    region: {
+      type: 'string',
+      pattern: '^[a-z0-9][a-z0-9-]{0,62}$',
+      description: 'a region name such as eu-west-1',
+    },
     forcePathStyle: { type: 'boolean', description: 'true or false' },
     prefix: {
       type: 'string',

@@ -212,7 +212,7 @@ export const ENV_VARIABLES: readonly EnvVariable[] = [
     name: 'EXPORT_S3_REGION',
     setting: 's3Region',
     default: 'none',
-    meaning: 'region to sign for; with an endpoint `us-east-1`, on AWS the SDK\'s own lookup (`AWS_REGION`)',
+    meaning: "region to sign for; with an endpoint `us-east-1`, on AWS the SDK's own lookup (`AWS_REGION`)",
   },
   {
     name: 'EXPORT_S3_FORCE_PATH_STYLE',
@@ -375,7 +375,9 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     s3Endpoint,
     s3Region,
     s3ForcePathStyle:
-      forcePathStyleText === undefined ? undefined : forcePathStyleText === 'true' || forcePathStyleText === '1',
+      forcePathStyleText === undefined
+        ? undefined
+        : forcePathStyleText === 'true' || forcePathStyleText === '1',
     s3Prefix,
   };
   if (problems.length > 0) throw new ConfigError('Invalid environment', problems);
@@ -406,16 +408,13 @@ function isHttpUrl(text: string): boolean {
 /** A key prefix: empty, or path segments each ending in "/", none of them "." or "..". */
 export function isS3Prefix(text: string): boolean {
   if (text === '') return true;
-  return /^(?:[A-Za-z0-9!_.*'()-]+\/)+$/.test(text) && !text.split('/').some((part) => part === '.' || part === '..');
+  return (
+    /^(?:[A-Za-z0-9!_.*'()-]+\/)+$/.test(text) &&
+    !text.split('/').some((part) => part === '.' || part === '..')
+  );
 }
 
-/** A URL as logs and errors may show it: without its password (Redis URLs carry one). */
+/** A URL as logs and errors may show it: as given, but without its password (Redis URLs carry one). */
 export function redactUrl(text: string): string {
-  try {
-    const url = new URL(text);
-    if (url.password) url.password = '***';
-    return url.toString();
-  } catch {
-    return text.replace(/\/\/[^@/]*@/, '//***@');
-  }
+  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*):[^@/]*@/i, '$1:***@');
 }

@@ -21,8 +21,10 @@ export interface StartSidecarOptions {
   settings: SidecarSettings;
   config: LoadedConfig;
   logger: Logger;
-  /** For `${NAME}` in http-json headers. @default process.env */
+  /** For `${NAME}` in http-json headers, and the AWS credentials. @default process.env */
   env?: NodeJS.ProcessEnv;
+  /** How often a configured S3 bucket is probed while the sidecar runs. @default 5000 */
+  backendHealthIntervalMs?: number;
 }
 
 export interface Sidecar {
@@ -105,6 +107,9 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
       logger,
       registry,
       env: options.env ?? process.env,
+      ...(options.backendHealthIntervalMs === undefined
+        ? {}
+        : { healthIntervalMs: options.backendHealthIntervalMs }),
     });
   } catch (error) {
     await datasets.close();
@@ -178,14 +183,17 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
       .header('retry-after', String(BACKEND_RETRY_AFTER_SECONDS))
       .header('cache-control', 'no-store')
       .send(
-        JSON.stringify({
-          type: 'https://spark-export.dev/problems/backend-unavailable',
-          title: 'Service Unavailable',
-          status: 503,
-          detail: `${blocked} cannot be reached; retry later`,
-          code: 'BACKEND_UNAVAILABLE',
-          retryAfterSeconds: BACKEND_RETRY_AFTER_SECONDS,
-        }),
+        // A Buffer, as the plugin sends its problems: Fastify adds a charset to a string.
+        Buffer.from(
+          JSON.stringify({
+            type: 'https://spark-export.dev/problems/backend-unavailable',
+            title: 'Service Unavailable',
+            status: 503,
+            detail: `${blocked} cannot be reached; retry later`,
+            code: 'BACKEND_UNAVAILABLE',
+            retryAfterSeconds: BACKEND_RETRY_AFTER_SECONDS,
+          }),
+        ),
       );
   });
   if (backends.states().length > 0) {

@@ -102,11 +102,7 @@ export interface Replica {
   stop(): Promise<void>;
 }
 
-export async function startReplica(
-  name: string,
-  env: Record<string, string>,
-  cwd: string,
-): Promise<Replica> {
+export async function startReplica(name: string, env: Record<string, string>, cwd: string): Promise<Replica> {
   const child = spawn(process.execPath, [join(DIST, 'server.js')], {
     cwd,
     env: cleanEnv({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env }),
@@ -139,9 +135,7 @@ export async function startReplica(
       const seen = logs.filter((line) => line.event === event);
       if (seen.length >= count) return resolve(seen[count - 1]!);
       waiters.push({ event, count, resolve });
-      void exited.then(() =>
-        reject(new Error(`replica ${name} exited before logging ${event}:\n${stderr}`)),
-      );
+      void exited.then(() => reject(new Error(`replica ${name} exited before logging ${event}:\n${stderr}`)));
     });
   const listening = await logged('listening');
   const origin = String(listening.url).replace(/\/export$/, '');
@@ -272,7 +266,10 @@ export function counterSum(text: string, name: string, labels: Record<string, st
     const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
     if (!match || !match[1]!.endsWith(name)) continue;
     const series = Object.fromEntries(
-      [...(match[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]),
+      [...(match[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)].map((m) => [
+        m[1],
+        m[2],
+      ]),
     );
     if (Object.entries(labels).every(([key, value]) => series[key] === value)) sum += Number(match[3]);
   }
@@ -326,7 +323,10 @@ export async function startCluster(options: {
       held.release();
       await held.close();
     });
-    writeFileSync(join(dir, 'spark-export.config.json'), JSON.stringify(opsConfig(join(dir, 'items.sqlite'), held.url)));
+    writeFileSync(
+      join(dir, 'spark-export.config.json'),
+      JSON.stringify(opsConfig(join(dir, 'items.sqlite'), held.url)),
+    );
     const redis = await startRedisProcess(options.redisServer);
     stops.push(() => redis.destroy());
     const s3 = await startFakeS3();

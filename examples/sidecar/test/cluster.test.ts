@@ -63,123 +63,119 @@ describe.skipIf(nginx.skip || redisServer.skip)('three replicas behind nginx, on
     }
   });
 
-  it(
-    'never runs more than five exports in the cluster; every refusal a 429 with a whole Retry-After; every file downloads from any replica',
-    async () => {
-      const { replicas, proxy, s3, status } = cluster;
-      const plan = shuffled([
-        ...Array.from({ length: JOBS }, () => 'job' as const),
-        ...Array.from({ length: STREAMS }, () => 'stream' as const),
-      ]);
-      const acceptedJobs: string[] = [];
-      let acceptedStreams = 0;
-      let refused = 0;
-      const unexpected: string[] = [];
-      const retryAfters = new Set<string>();
+  it('never runs more than five exports in the cluster; every refusal a 429 with a whole Retry-After; every file downloads from any replica', async () => {
+    const { replicas, proxy, s3, status } = cluster;
+    const plan = shuffled([
+      ...Array.from({ length: JOBS }, () => 'job' as const),
+      ...Array.from({ length: STREAMS }, () => 'stream' as const),
+    ]);
+    const acceptedJobs: string[] = [];
+    let acceptedStreams = 0;
+    let refused = 0;
+    const unexpected: string[] = [];
+    const retryAfters = new Set<string>();
 
-      // Every replica's inFlight, the three asked at once. A replica counts an export from the
-      // moment its lease is in Redis until it starts to give it back, so the three counts at
-      // one moment can only be below the cluster's leases, never above.
-      let sending = true;
-      const sums: number[] = [];
-      const sampler = (async () => {
-        while (sending) {
-          const counts = await Promise.all(replicas.map(async (replica) => (await status(replica)).inFlight));
-          sums.push(counts.reduce((a, b) => a + b, 0));
-        }
-      })();
+    // Every replica's inFlight, the three asked at once. A replica counts an export from the
+    // moment its lease is in Redis until it starts to give it back, so the three counts at
+    // one moment can only be below the cluster's leases, never above.
+    let sending = true;
+    const sums: number[] = [];
+    const sampler = (async () => {
+      while (sending) {
+        const counts = await Promise.all(replicas.map(async (replica) => (await status(replica)).inFlight));
+        sums.push(counts.reduce((a, b) => a + b, 0));
+      }
+    })();
 
-      let next = 0;
-      const client = async () => {
-        while (next < plan.length) {
-          const kind = plan[next++]!;
-          if (kind === 'job') {
-            const response = await fetch(`${proxy.origin}/export/jobs`, {
-              method: 'POST',
-              headers: { 'content-type': 'application/json' },
-              body: JSON.stringify({ dataset: 'items', format: 'csv' }),
-            });
-            const body = (await response.json()) as { id?: string; code?: string };
-            if (response.status === 202) acceptedJobs.push(body.id!);
-            else if (response.status === 429) {
-              refused++;
-              retryAfters.add(response.headers.get('retry-after') ?? 'missing');
-              if (body.code !== 'BACKPRESSURE') unexpected.push(`job 429 with code ${body.code}`);
-            } else unexpected.push(`job ${response.status} ${JSON.stringify(body)}`);
-          } else {
-            const response = await fetch(`${proxy.origin}/export/stream/items?format=csv`);
-            const body = Buffer.from(await response.arrayBuffer());
-            if (response.status === 200) {
-              acceptedStreams++;
-              const lines = body.toString('utf8').trimEnd().split('\n').length;
-              if (lines !== ROWS + 1) unexpected.push(`stream of ${lines} lines, expected ${ROWS + 1}`);
-            } else if (response.status === 429) {
-              refused++;
-              retryAfters.add(response.headers.get('retry-after') ?? 'missing');
-            } else unexpected.push(`stream ${response.status} ${body.toString('utf8')}`);
-          }
-        }
-      };
-      await Promise.all(Array.from({ length: CLIENTS }, client));
-
-      // The jobs accepted last are still running: wait for every one through nginx.
-      const jobs = await Promise.all(
-        acceptedJobs.map((id) =>
-          pollUntil(
-            `job ${id} to finish`,
-            async () => {
-              const job = (await (await fetch(`${proxy.origin}/export/jobs/${id}`)).json()) as JobView;
-              return job.status === 'queued' || job.status === 'running' ? undefined : job;
-            },
-            { attempts: 1_200, intervalMs: 50 },
-          ),
-        ),
-      );
-      sending = false;
-      await sampler;
-
-      expect(unexpected).toEqual([]);
-      expect(acceptedJobs.length + acceptedStreams + refused).toBe(JOBS + STREAMS);
-      expect(acceptedJobs.length).toBeGreaterThan(0);
-      expect(acceptedStreams).toBeGreaterThan(0);
-      expect(refused).toBeGreaterThan(0);
-      for (const value of retryAfters) expect(value).toMatch(/^[1-9][0-9]*$/);
-      expect(sums.length).toBeGreaterThan(10);
-      expect(Math.max(...sums)).toBeLessThanOrEqual(LIMIT);
-      // The cluster was full at some point, or the test proved nothing about the limit.
-      expect(Math.max(...sums)).toBe(LIMIT);
-
-      expect(jobs.filter((job) => job.status !== 'succeeded')).toEqual([]);
-      for (const job of jobs) {
-        for (const replica of replicas) {
-          const response = await fetch(`${replica.origin}/export/jobs/${job.id}/download`, {
-            redirect: 'manual',
+    let next = 0;
+    const client = async () => {
+      while (next < plan.length) {
+        const kind = plan[next++]!;
+        if (kind === 'job') {
+          const response = await fetch(`${proxy.origin}/export/jobs`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ dataset: 'items', format: 'csv' }),
           });
-          expect(response.status, `download of ${job.id} from ${replica.name}`).toBe(302);
-          const location = response.headers.get('location')!;
-          expect(location.startsWith(`${s3.endpoint}/${s3.bucket}/${cluster.prefix}`)).toBe(true);
-          const file = Buffer.from(await (await fetch(location)).arrayBuffer());
-          expect(file.length).toBe(job.file!.bytes);
-          expect(sha256(file)).toBe(job.file!.sha256);
+          const body = (await response.json()) as { id?: string; code?: string };
+          if (response.status === 202) acceptedJobs.push(body.id!);
+          else if (response.status === 429) {
+            refused++;
+            retryAfters.add(response.headers.get('retry-after') ?? 'missing');
+            if (body.code !== 'BACKPRESSURE') unexpected.push(`job 429 with code ${body.code}`);
+          } else unexpected.push(`job ${response.status} ${JSON.stringify(body)}`);
+        } else {
+          const response = await fetch(`${proxy.origin}/export/stream/items?format=csv`);
+          const body = Buffer.from(await response.arrayBuffer());
+          if (response.status === 200) {
+            acceptedStreams++;
+            const lines = body.toString('utf8').trimEnd().split('\n').length;
+            if (lines !== ROWS + 1) unexpected.push(`stream of ${lines} lines, expected ${ROWS + 1}`);
+          } else if (response.status === 429) {
+            refused++;
+            retryAfters.add(response.headers.get('retry-after') ?? 'missing');
+          } else unexpected.push(`stream ${response.status} ${body.toString('utf8')}`);
         }
       }
+    };
+    await Promise.all(Array.from({ length: CLIENTS }, client));
 
-      const metrics = await Promise.all(
-        replicas.map(async (replica) => (await fetch(`${replica.origin}/export/metrics`)).text()),
-      );
-      const sum = (name: string, labels?: Record<string, string>) =>
-        metrics.reduce((total, text) => total + counterSum(text, name, labels), 0);
-      expect(sum('export_jobs_started_total')).toBe(acceptedJobs.length + acceptedStreams);
-      expect(sum('export_jobs_completed_total', { outcome: 'succeeded' })).toBe(
-        acceptedJobs.length + acceptedStreams,
-      );
-      expect(sum('export_jobs_rejected_total')).toBe(refused);
-      // Round robin: every replica took part.
-      for (const text of metrics) expect(counterSum(text, 'export_jobs_started_total')).toBeGreaterThan(0);
+    // The jobs accepted last are still running: wait for every one through nginx.
+    const jobs = await Promise.all(
+      acceptedJobs.map((id) =>
+        pollUntil(
+          `job ${id} to finish`,
+          async () => {
+            const job = (await (await fetch(`${proxy.origin}/export/jobs/${id}`)).json()) as JobView;
+            return job.status === 'queued' || job.status === 'running' ? undefined : job;
+          },
+          { attempts: 1_200, intervalMs: 50 },
+        ),
+      ),
+    );
+    sending = false;
+    await sampler;
 
-      // Nothing left behind in the bucket: one object per job, no partial upload.
-      expect(await s3.openUploads()).toEqual([]);
-    },
-    240_000,
-  );
+    expect(unexpected).toEqual([]);
+    expect(acceptedJobs.length + acceptedStreams + refused).toBe(JOBS + STREAMS);
+    expect(acceptedJobs.length).toBeGreaterThan(0);
+    expect(acceptedStreams).toBeGreaterThan(0);
+    expect(refused).toBeGreaterThan(0);
+    for (const value of retryAfters) expect(value).toMatch(/^[1-9][0-9]*$/);
+    expect(sums.length).toBeGreaterThan(10);
+    expect(Math.max(...sums)).toBeLessThanOrEqual(LIMIT);
+    // The cluster was full at some point, or the test proved nothing about the limit.
+    expect(Math.max(...sums)).toBe(LIMIT);
+
+    expect(jobs.filter((job) => job.status !== 'succeeded')).toEqual([]);
+    for (const job of jobs) {
+      for (const replica of replicas) {
+        const response = await fetch(`${replica.origin}/export/jobs/${job.id}/download`, {
+          redirect: 'manual',
+        });
+        expect(response.status, `download of ${job.id} from ${replica.name}`).toBe(302);
+        const location = response.headers.get('location')!;
+        expect(location.startsWith(`${s3.endpoint}/${s3.bucket}/${cluster.prefix}`)).toBe(true);
+        const file = Buffer.from(await (await fetch(location)).arrayBuffer());
+        expect(file.length).toBe(job.file!.bytes);
+        expect(sha256(file)).toBe(job.file!.sha256);
+      }
+    }
+
+    const metrics = await Promise.all(
+      replicas.map(async (replica) => (await fetch(`${replica.origin}/export/metrics`)).text()),
+    );
+    const sum = (name: string, labels?: Record<string, string>) =>
+      metrics.reduce((total, text) => total + counterSum(text, name, labels), 0);
+    expect(sum('export_jobs_started_total')).toBe(acceptedJobs.length + acceptedStreams);
+    expect(sum('export_jobs_completed_total', { outcome: 'succeeded' })).toBe(
+      acceptedJobs.length + acceptedStreams,
+    );
+    expect(sum('export_jobs_rejected_total')).toBe(refused);
+    // Round robin: every replica took part.
+    for (const text of metrics) expect(counterSum(text, 'export_jobs_started_total')).toBeGreaterThan(0);
+
+    // Nothing left behind in the bucket: one object per job, no partial upload.
+    expect(await s3.openUploads()).toEqual([]);
+  }, 240_000);
 });

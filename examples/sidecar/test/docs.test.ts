@@ -49,7 +49,7 @@ describe('the environment tables', () => {
     const source = readFileSync(join(SIDECAR_DIR, 'src', 'env.ts'), 'utf8');
     const body = source.slice(source.indexOf('export function parseEnv'));
     const names = new Set(
-      [...body.matchAll(/(?:get|integer|optionalInteger|number)\('([A-Z_]+)'/g)].map((m) => m[1]),
+      [...body.matchAll(/(?:get|integer|optionalInteger|number)\('([A-Z0-9_]+)'/g)].map((m) => m[1]),
     );
     expect(ENV_VARIABLES.map((variable) => variable.name).sort()).toEqual([...names].sort());
 
@@ -87,7 +87,7 @@ describe('names, versions and files the docs quote', () => {
       [...read('packages/core/src/errors.ts').matchAll(/'(EXPORT_[A-Z_]+)'/g)].map((match) => match[1]),
     );
     for (const file of docs) {
-      for (const [name] of read(file).matchAll(/\bEXPORT_[A-Z_]+\b/g)) {
+      for (const [name] of read(file).matchAll(/\bEXPORT_[A-Z0-9_]+\b/g)) {
         if (codes.has(name)) continue;
         expect(known.has(name), `${name} in ${file}`).toBe(true);
       }
