@@ -58,7 +58,7 @@ export interface Backends {
 
 export interface CreateBackendsOptions {
   logger: Logger;
-  /** For the `spark_export_backend_up` gauge. */
+  /** For the `export_backend_up` gauge. */
   registry?: Registry;
   /** `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`. @default process.env */
   env?: NodeJS.ProcessEnv;
@@ -261,7 +261,7 @@ export async function createBackends(
 
   if (options.registry) {
     new Gauge({
-      name: 'spark_export_backend_up',
+      name: 'export_backend_up',
       help: 'Whether a shared backend (redis, s3) answered its last check: 1 up, 0 down.',
       labelNames: ['backend'],
       registers: [options.registry],

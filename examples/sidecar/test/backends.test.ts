@@ -250,6 +250,6 @@ describe.skipIf(redisServer.skip)('the sidecar on Redis and S3', () => {
       (await fetch(sidecar.url('/export/status'))).status === 200 ? true : undefined,
     );
     const metrics = await (await fetch(sidecar.url('/export/metrics'))).text();
-    expect(metrics).toContain('spark_export_backend_up{backend="s3"} 1');
+    expect(metrics).toContain('export_backend_up{backend="s3"} 1');
   });
 });
