@@ -22,6 +22,7 @@ const RUNBOOKS_URL = 'https://github.com/spark-export/spark-export/blob/main/doc
 const DATASOURCE_VARIABLE = '${datasource}';
 
 const ALERT_NAMES = [
+  'SparkExportBackendDown',
   'SparkExportBackpressureHigh',
   'SparkExportConcurrencySaturated',
   'SparkExportDown',
@@ -45,6 +46,7 @@ const KNOWN_METRICS = new Set([
   'export_bytes_total',
   'export_storage_bytes',
   'export_retention_deletions_total',
+  'export_backend_up',
   'up',
 ]);
 const isKnownMetric = (name: string) => KNOWN_METRICS.has(name) || /^(process|nodejs)_/.test(name);
