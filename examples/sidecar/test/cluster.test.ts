@@ -6,6 +6,7 @@
 // What needs the BullMQ job backend (a replica killed mid-job, a DELETE answered by another
 // replica than the runner) is in cluster.kill.test.ts.
 import { createHash } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Cluster, counterSum, startCluster } from './cluster-support.js';
 import { pollUntil, requireProgram } from './programs.js';
@@ -75,15 +76,26 @@ describe.skipIf(nginx.skip || redisServer.skip)('three replicas behind nginx, on
     const unexpected: string[] = [];
     const retryAfters = new Set<string>();
 
-    // Every replica's inFlight, the three asked at once. A replica counts an export from the
-    // moment its lease is in Redis until it starts to give it back, so the three counts at
-    // one moment can only be below the cluster's leases, never above.
+    // Every replica's inFlight and the cluster's leases in Redis (ZCARD), asked at once. A
+    // replica counts an export from the moment its lease is in Redis until it starts to give it
+    // back, so at any one instant the three counts add up to at most the leases. Three answers
+    // are never quite one instant, though: a slot given back on one replica and taken on another
+    // between two of them is counted twice. That needs a release, two Redis round trips and a
+    // new request, so it never lasts into the next round; an export running beyond the limit
+    // would (each runs for many rounds). So a sum over the limit counts when the next round
+    // confirms it.
     let sending = true;
     const sums: number[] = [];
+    const leases: number[] = [];
+    const redis = new Redis(cluster.redis.url);
     const sampler = (async () => {
       while (sending) {
-        const counts = await Promise.all(replicas.map(async (replica) => (await status(replica)).inFlight));
+        const [held, ...counts] = await Promise.all([
+          redis.zcard('spark-export:limiter'),
+          ...replicas.map(async (replica) => (await status(replica)).inFlight),
+        ]);
         sums.push(counts.reduce((a, b) => a + b, 0));
+        leases.push(held);
       }
     })();
 
@@ -135,6 +147,7 @@ describe.skipIf(nginx.skip || redisServer.skip)('three replicas behind nginx, on
     );
     sending = false;
     await sampler;
+    redis.disconnect();
 
     expect(unexpected).toEqual([]);
     expect(acceptedJobs.length + acceptedStreams + refused).toBe(JOBS + STREAMS);
@@ -143,9 +156,11 @@ describe.skipIf(nginx.skip || redisServer.skip)('three replicas behind nginx, on
     expect(refused).toBeGreaterThan(0);
     for (const value of retryAfters) expect(value).toMatch(/^[1-9][0-9]*$/);
     expect(sums.length).toBeGreaterThan(10);
-    expect(Math.max(...sums)).toBeLessThanOrEqual(LIMIT);
+    expect(Math.max(...leases)).toBeLessThanOrEqual(LIMIT);
+    const overLimit = sums.filter((sum, round) => sum > LIMIT && (sums[round + 1] ?? 0) > LIMIT);
+    expect(overLimit, `inFlight sums: ${sums.join(' ')}`).toEqual([]);
     // The cluster was full at some point, or the test proved nothing about the limit.
-    expect(Math.max(...sums)).toBe(LIMIT);
+    expect(Math.max(...sums)).toBeGreaterThanOrEqual(LIMIT);
 
     expect(jobs.filter((job) => job.status !== 'succeeded')).toEqual([]);
     for (const job of jobs) {
@@ -172,8 +187,12 @@ describe.skipIf(nginx.skip || redisServer.skip)('three replicas behind nginx, on
       acceptedJobs.length + acceptedStreams,
     );
     expect(sum('export_jobs_rejected_total')).toBe(refused);
-    // Round robin: every replica took part.
-    for (const text of metrics) expect(counterSum(text, 'export_jobs_started_total')).toBeGreaterThan(0);
+    // Round robin: every replica answered its share (whether it found a free slot is chance).
+    for (const text of metrics) {
+      const answered =
+        counterSum(text, 'export_jobs_started_total') + counterSum(text, 'export_jobs_rejected_total');
+      expect(answered).toBeGreaterThan((JOBS + STREAMS) / 6);
+    }
 
     // Nothing left behind in the bucket: one object per job, no partial upload.
     expect(await s3.openUploads()).toEqual([]);
