@@ -170,6 +170,53 @@ const dataset = {
   description: 'a dataset object with a "source"',
 };
 
+const redisSection = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    url: {
+      type: 'string',
+      pattern: '^rediss?://[^\\s]+$',
+      description: 'a redis:// or rediss:// URL (EXPORT_REDIS_URL overrides it)',
+    },
+    prefix: {
+      type: 'string',
+      pattern: '^[^\\s]{1,64}$',
+      description: 'a key prefix of 1-64 characters without spaces, such as "spark-export:"',
+    },
+  },
+  description: 'an object with the "url" of the Redis the replicas share',
+};
+
+const s3Section = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    bucket: {
+      type: 'string',
+      pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$',
+      description: 'a bucket name (3-63 lowercase letters, digits, "." or "-")',
+    },
+    endpoint: {
+      type: 'string',
+      pattern: '^https?://[^\\s]+$',
+      description: 'an http:// or https:// URL of an S3-compatible store',
+    },
+    region: {
+      type: 'string',
+      pattern: '^[a-z0-9][a-z0-9-]{0,62}$',
+      description: 'a region name such as eu-west-1',
+    },
+    forcePathStyle: { type: 'boolean', description: 'true or false' },
+    prefix: {
+      type: 'string',
+      pattern: "^(?:[A-Za-z0-9!_.*'()-]+/)*$",
+      description: 'a key prefix ending in "/", such as "exports/"',
+    },
+  },
+  description: 'an object with the "bucket" of the job files',
+};
+
 export const SOURCE_TYPES = ['sqlite', 'postgres', 'http-json', 'file'] as const;
 
 export const configSchema = {
@@ -216,6 +263,8 @@ export const configSchema = {
       },
       description: 'an object with the "database" path to seed',
     },
+    redis: redisSection,
+    s3: s3Section,
   },
   description: 'a configuration object with "datasets"',
 } as const;

@@ -81,8 +81,27 @@ export interface DemoConfig {
   customers?: number;
 }
 
+/** The Redis the replicas share (docs/scaling.md). `EXPORT_REDIS_URL` overrides `url`. */
+export interface RedisConfig {
+  url?: string;
+  /** Key prefix of everything the sidecar keeps in Redis. @default 'spark-export:' */
+  prefix?: string;
+}
+
+/** The bucket of the job files. Each `EXPORT_S3_*` variable overrides its field. Credentials come only from the environment. */
+export interface S3Config {
+  bucket?: string;
+  endpoint?: string;
+  region?: string;
+  forcePathStyle?: boolean;
+  /** @default 'exports/' */
+  prefix?: string;
+}
+
 export interface SidecarConfig {
   datasets: Record<string, DatasetConfig>;
+  redis?: RedisConfig;
+  s3?: S3Config;
   /** Directories `file` sources may read from. @default the config file's directory */
   fileRoots?: string[];
   demo?: DemoConfig;

@@ -62,6 +62,21 @@ export interface SidecarSettings {
    * (`?timeZone=` or the job's `timeZone`). @default 'UTC'
    */
   timeZone: string;
+  /**
+   * `EXPORT_REDIS_URL`: one export limit and one job store for every replica on this Redis.
+   * @default undefined (the limit and the jobs are this process's own)
+   */
+  redisUrl: string | undefined;
+  /** `EXPORT_S3_BUCKET`: keep job files in this bucket. @default undefined (in `EXPORT_DIR`) */
+  s3Bucket: string | undefined;
+  /** `EXPORT_S3_ENDPOINT`: an S3-compatible store's URL. @default undefined (AWS) */
+  s3Endpoint: string | undefined;
+  /** `EXPORT_S3_REGION` @default undefined (`us-east-1` with an endpoint, else the SDK's own lookup) */
+  s3Region: string | undefined;
+  /** `EXPORT_S3_FORCE_PATH_STYLE` @default undefined (true with an endpoint, false on AWS) */
+  s3ForcePathStyle: boolean | undefined;
+  /** `EXPORT_S3_PREFIX`: key prefix of the job files. @default undefined (`exports/`) */
+  s3Prefix: string | undefined;
 }
 
 /** One environment variable, as the docs describe it. */
@@ -237,6 +252,44 @@ export const ENV_VARIABLES: readonly EnvVariable[] = [
     meaning:
       "IANA time zone (`Europe/Berlin`) of dates in exports that ask for none; a request's `timeZone` wins (docs/formats.md)",
   },
+  {
+    name: 'EXPORT_REDIS_URL',
+    setting: 'redisUrl',
+    default: 'none',
+    meaning:
+      '`redis://` or `rediss://` URL: the export limit and the job records are shared by every replica on this Redis (docs/scaling.md); overrides `redis.url` of the config file',
+  },
+  {
+    name: 'EXPORT_S3_BUCKET',
+    setting: 's3Bucket',
+    default: 'none',
+    meaning:
+      'job files go to this existing bucket instead of `EXPORT_DIR`; credentials from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`; overrides `s3.bucket`',
+  },
+  {
+    name: 'EXPORT_S3_ENDPOINT',
+    setting: 's3Endpoint',
+    default: 'none',
+    meaning: 'URL of an S3-compatible store (MinIO, Ceph, R2); unset: AWS S3',
+  },
+  {
+    name: 'EXPORT_S3_REGION',
+    setting: 's3Region',
+    default: 'none',
+    meaning: "region to sign for; with an endpoint `us-east-1`, on AWS the SDK's own lookup (`AWS_REGION`)",
+  },
+  {
+    name: 'EXPORT_S3_FORCE_PATH_STYLE',
+    setting: 's3ForcePathStyle',
+    default: 'none',
+    meaning: '`true`: `<endpoint>/<bucket>/<key>` URLs; unset: `true` with an endpoint, `false` on AWS',
+  },
+  {
+    name: 'EXPORT_S3_PREFIX',
+    setting: 's3Prefix',
+    default: 'none',
+    meaning: 'key prefix of the job files, ending in `/`; unset: `exports/`. One prefix per cluster',
+  },
 ];
 
 /**
@@ -357,6 +410,42 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     );
   }
 
+  const redisUrl = get('EXPORT_REDIS_URL');
+  if (redisUrl !== undefined && !isRedisUrl(redisUrl)) {
+    problems.push(
+      `Expected EXPORT_REDIS_URL to be a redis:// or rediss:// URL such as redis://127.0.0.1:6379, got ${describeValue(redactUrl(redisUrl))}`,
+    );
+  }
+  const s3Bucket = get('EXPORT_S3_BUCKET');
+  if (s3Bucket !== undefined && !S3_BUCKET_PATTERN.test(s3Bucket)) {
+    problems.push(
+      `Expected EXPORT_S3_BUCKET to be a bucket name (3-63 lowercase letters, digits, "." or "-"), got ${describeValue(s3Bucket)}`,
+    );
+  }
+  const s3Endpoint = get('EXPORT_S3_ENDPOINT');
+  if (s3Endpoint !== undefined && !isHttpUrl(s3Endpoint)) {
+    problems.push(
+      `Expected EXPORT_S3_ENDPOINT to be an http:// or https:// URL, got ${describeValue(redactUrl(s3Endpoint))}`,
+    );
+  }
+  const s3Region = get('EXPORT_S3_REGION');
+  if (s3Region !== undefined && !/^[a-z0-9][a-z0-9-]{0,62}$/.test(s3Region)) {
+    problems.push(
+      `Expected EXPORT_S3_REGION to be a region name such as eu-west-1, got ${describeValue(s3Region)}`,
+    );
+  }
+  const forcePathStyleText = get('EXPORT_S3_FORCE_PATH_STYLE')?.toLowerCase();
+  if (forcePathStyleText !== undefined && !['true', 'false', '1', '0'].includes(forcePathStyleText)) {
+    problems.push(
+      `Expected EXPORT_S3_FORCE_PATH_STYLE to be true or false, got ${describeValue(forcePathStyleText)}`,
+    );
+  }
+  const s3Prefix = get('EXPORT_S3_PREFIX');
+  if (s3Prefix !== undefined && !isS3Prefix(s3Prefix)) {
+    problems.push(
+      `Expected EXPORT_S3_PREFIX to be a key prefix ending in "/" without a leading "/", such as exports/, got ${describeValue(s3Prefix)}`,
+    );
+  }
   const settings: SidecarSettings = {
     port: integer('PORT', 4001, 0, 65_535),
     host,
@@ -382,15 +471,30 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     eventStreamsPerOwner: integer('EXPORT_EVENT_STREAMS_PER_OWNER', 10, 1),
     ui: uiText === 'true' || uiText === '1',
     timeZone,
+    redisUrl,
+    s3Bucket,
+    s3Endpoint,
+    s3Region,
+    s3ForcePathStyle:
+      forcePathStyleText === undefined
+        ? undefined
+        : forcePathStyleText === 'true' || forcePathStyleText === '1',
+    s3Prefix,
   };
   if (problems.length > 0) throw new ConfigError('Invalid environment', problems);
   return settings;
 }
 
+/** An `http://` or `https://` URL with a host and without credentials in it. */
 function isHttpUrl(text: string): boolean {
   try {
     const url = new URL(text);
-    return (url.protocol === 'http:' || url.protocol === 'https:') && !url.username && !url.password;
+    return (
+      (url.protocol === 'http:' || url.protocol === 'https:') &&
+      url.hostname !== '' &&
+      !url.username &&
+      !url.password
+    );
   } catch {
     return false;
   }
@@ -399,4 +503,30 @@ function isHttpUrl(text: string): boolean {
 /** What the core accepts as a Standard Webhooks secret: `whsec_` and base64 of 24 bytes or more. */
 function isWebhookSecret(secret: string): boolean {
   return /^whsec_[A-Za-z0-9+/]+={0,2}$/.test(secret) && Buffer.from(secret.slice(6), 'base64').length >= 24;
+}
+
+/** S3's bucket naming rules, short of the IP-address and `xn--` exclusions. */
+export const S3_BUCKET_PATTERN = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+export function isRedisUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return (url.protocol === 'redis:' || url.protocol === 'rediss:') && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+/** A key prefix: empty, or path segments each ending in "/", none of them "." or "..". */
+export function isS3Prefix(text: string): boolean {
+  if (text === '') return true;
+  return (
+    /^(?:[A-Za-z0-9!_.*'()-]+\/)+$/.test(text) &&
+    !text.split('/').some((part) => part === '.' || part === '..')
+  );
+}
+
+/** A URL as logs and errors may show it: as given, but without its password (Redis URLs carry one). */
+export function redactUrl(text: string): string {
+  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*):[^@/]*@/i, '$1:***@');
 }

@@ -4,6 +4,7 @@ import { exportFrameworkErrors, exportPlugin } from '@spark-export/fastify';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { createIdentify } from './auth.js';
+import { type Backends, createBackends } from './backends.js';
 import { type LoadedConfig, loadConfig } from './config.js';
 import { type BuiltDatasets, buildDatasets, withDatasetProblems } from './datasets.js';
 import { parseEnv, type SidecarSettings } from './env.js';
@@ -21,8 +22,10 @@ export interface StartSidecarOptions {
   settings: SidecarSettings;
   config: LoadedConfig;
   logger: Logger;
-  /** For `${NAME}` in http-json headers. @default process.env */
+  /** For `${NAME}` in http-json headers, and the AWS credentials. @default process.env */
   env?: NodeJS.ProcessEnv;
+  /** How often a configured S3 bucket is probed while the sidecar runs. @default 5000 */
+  backendHealthIntervalMs?: number;
 }
 
 export interface Sidecar {
@@ -35,6 +38,8 @@ export interface Sidecar {
   settings: SidecarSettings;
   config: LoadedConfig;
   datasets: BuiltDatasets;
+  /** Where the limit, the job records and the files live (directory mode, or Redis and S3). */
+  backends: Backends;
   /**
    * Graceful stop: `/export/status` turns 503 `draining` and new exports get 503 at once;
    * running exports get `drainTimeoutMs` to finish; then the server closes. Safe to call twice.
@@ -97,12 +102,25 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     ])
       registry.removeSingleMetric(name);
   }
+  let backends: Backends;
+  try {
+    backends = await createBackends(settings, config.config, {
+      logger,
+      registry,
+      env: options.env ?? process.env,
+      ...(options.backendHealthIntervalMs === undefined
+        ? {}
+        : { healthIntervalMs: options.backendHealthIntervalMs }),
+    });
+  } catch (error) {
+    await datasets.close();
+    throw error;
+  }
   const retentionMs =
     settings.retentionHours > 0 ? Math.round(settings.retentionHours * 3_600_000) : undefined;
   const manager = new ExportManager({
     datasets: datasets.datasets,
-    directory: settings.exportDir,
-    maxConcurrent: settings.maxConcurrent,
+    ...backends.managerOptions,
     maxQueued: settings.maxQueued,
     timeZone: settings.timeZone,
     ...(settings.queueTimeoutMs === undefined ? {} : { queueTimeoutMs: settings.queueTimeoutMs }),
@@ -136,6 +154,8 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
   try {
     await manager.ready;
   } catch (error) {
+    await manager.close({ drainTimeoutMs: 0 }).catch(() => {});
+    await backends.close();
     await datasets.close();
     throw error;
   }
@@ -170,6 +190,62 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     if (path !== PREFIX && path !== `${PREFIX}/`) return;
     return reply.code(200).type('application/json').header('cache-control', 'no-store').send(index);
   });
+  // A shared backend that is down: new work is answered 503 here, before it takes a slot, and
+  // /export/status says which backend and turns 503, so that load balancers and probes see it.
+  app.addHook('onRequest', async (request, reply) => {
+    const blocked = backendBlocking(backends, request.method, request.url.split('?')[0]!);
+    if (blocked === undefined) return;
+    return reply
+      .code(503)
+      .type('application/problem+json')
+      .header('retry-after', String(BACKEND_RETRY_AFTER_SECONDS))
+      .header('cache-control', 'no-store')
+      .send(
+        // A Buffer, as the plugin sends its problems: Fastify adds a charset to a string.
+        Buffer.from(
+          JSON.stringify({
+            type: 'https://spark-export.dev/problems/backend-unavailable',
+            title: 'Service Unavailable',
+            status: 503,
+            detail: `${blocked} cannot be reached; retry later`,
+            code: 'BACKEND_UNAVAILABLE',
+            retryAfterSeconds: BACKEND_RETRY_AFTER_SECONDS,
+          }),
+        ),
+      );
+  });
+  if (backends.states().length > 0) {
+    app.addHook('onSend', async (request, reply, payload) => {
+      if (request.url.split('?')[0] !== `${PREFIX}/status`) return payload;
+      const blocked = reply.statusCode === 200 && backends.jobsBlocked();
+      if (request.method === 'HEAD') {
+        if (blocked) reply.code(503);
+        return payload;
+      }
+      // The plugin sends the handler's JSON as a Buffer, with its Content-Length.
+      if (typeof payload !== 'string' && !Buffer.isBuffer(payload)) return payload;
+      const status = JSON.parse(payload.toString()) as Record<string, unknown>;
+      const states = backends.states();
+      status.backends = Object.fromEntries(
+        states.map((state) => [
+          state.name,
+          {
+            status: state.up ? 'up' : 'down',
+            target: state.target,
+            since: new Date(state.since).toISOString(),
+            ...(state.error === undefined ? {} : { error: state.error }),
+          },
+        ]),
+      );
+      if (blocked) {
+        reply.code(503);
+        status.status = 'unavailable';
+      }
+      const body = Buffer.from(JSON.stringify(status));
+      reply.header('content-length', String(body.length));
+      return body;
+    });
+  }
   if (settings.apiToken !== undefined) {
     app.addHook('onSend', async (_request, reply, payload) => {
       if (reply.statusCode === 401) reply.header('www-authenticate', 'Bearer realm="spark-export"');
@@ -202,6 +278,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
   } catch (error) {
     await manager.close({ drainTimeoutMs: 0 });
     await app.close();
+    await backends.close();
     await datasets.close();
     throw error;
   }
@@ -214,6 +291,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
       config: config.file ?? 'built-in demo',
       datasets: Object.keys(datasets.datasets),
       exportDir: settings.exportDir,
+      backends: backends.mode,
       maxConcurrent: settings.maxConcurrent,
       maxQueued: settings.maxQueued,
       auth: settings.apiToken === undefined ? 'none' : 'bearer',
@@ -236,6 +314,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     settings,
     config,
     datasets,
+    backends,
     close() {
       closing ??= (async () => {
         logger.info(
@@ -249,12 +328,37 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
         );
         await manager.close({ drainTimeoutMs: settings.drainTimeoutMs });
         await app.close();
+        await backends.close();
         await datasets.close();
         logger.info({ event: 'stopped' }, 'stopped');
       })();
       return closing;
     },
   };
+}
+
+/** What a client should wait before it tries again while a backend is down. */
+const BACKEND_RETRY_AFTER_SECONDS = 5;
+
+/**
+ * The backend (by name, for the problem's detail) that keeps this request from working, or
+ * `undefined`: a new job needs Redis and S3, a stream the Redis of the limiter. Reads
+ * (status, job lists, downloads) go on and fail on their own if they must.
+ */
+function backendBlocking(backends: Backends, method: string, path: string): string | undefined {
+  const down = (names: readonly string[]) =>
+    backends
+      .states()
+      .filter((state) => !state.up && names.includes(state.name))
+      .map((state) => (state.name === 'redis' ? 'Redis' : 'S3'))
+      .join(' and ') || undefined;
+  if (method === 'POST' && (path === `${PREFIX}/jobs` || path === `${PREFIX}/jobs/`)) {
+    return backends.jobsBlocked() ? down(['redis', 's3']) : undefined;
+  }
+  if ((method === 'GET' || method === 'HEAD') && path.startsWith(`${PREFIX}/stream/`)) {
+    return backends.streamsBlocked() ? down(['redis']) : undefined;
+  }
+  return undefined;
 }
 
 /** A wildcard address is not something to paste into a browser. */

@@ -49,6 +49,12 @@ describe('environment', () => {
       webhookTimeoutMs: 10_000,
       webhookBackoffMs: 5_000,
       timeZone: 'UTC',
+      redisUrl: undefined,
+      s3Bucket: undefined,
+      s3Endpoint: undefined,
+      s3Region: undefined,
+      s3ForcePathStyle: undefined,
+      s3Prefix: undefined,
     });
   });
 

@@ -45,7 +45,7 @@ export interface TestSidecar extends Sidecar {
 /** An in-process sidecar on 127.0.0.1:0 with its exports in a temp dir. */
 export async function startTestSidecar(
   config: SidecarConfig,
-  options: { env?: Record<string, string>; baseDir: string },
+  options: { env?: Record<string, string>; baseDir: string; backendHealthIntervalMs?: number },
 ): Promise<TestSidecar> {
   const dir = options.baseDir;
   const settings = parseEnv(
@@ -59,6 +59,9 @@ export async function startTestSidecar(
     config: loaded,
     logger: createLogger(settings.logLevel, logs),
     env: options.env ?? {},
+    ...(options.backendHealthIntervalMs === undefined
+      ? {}
+      : { backendHealthIntervalMs: options.backendHealthIntervalMs }),
   });
   return Object.assign(sidecar, { logs, dir, url: (path: string) => `${sidecar.origin}${path}` });
 }

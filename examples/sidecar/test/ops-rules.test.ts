@@ -22,6 +22,7 @@ const RUNBOOKS_URL = 'https://github.com/spark-export/spark-export/blob/main/doc
 const DATASOURCE_VARIABLE = '${datasource}';
 
 const ALERT_NAMES = [
+  'SparkExportBackendDown',
   'SparkExportBackpressureHigh',
   'SparkExportConcurrencySaturated',
   'SparkExportDown',
@@ -48,6 +49,7 @@ const KNOWN_METRICS = new Set([
   'export_retention_deletions_total',
   'export_webhook_deliveries_total',
   ...histogram('export_webhook_delivery_latency_seconds'),
+  'export_backend_up',
   'up',
 ]);
 const isKnownMetric = (name: string) => KNOWN_METRICS.has(name) || /^(process|nodejs)_/.test(name);

@@ -192,7 +192,7 @@ describe.skipIf(prometheus.skip)(
       if (dir) removeDir(dir);
     });
 
-    it('scrapes the sidecar through the bearer token and loads the six alert rules', async () => {
+    it('scrapes the sidecar through the bearer token and loads the seven alert rules', async () => {
       const target = await pollUntil(
         'the export-sidecar target to be up',
         async () => {
