@@ -291,7 +291,7 @@ describe('spark-export CLI (child processes of the built bin)', () => {
       env: cleanEnv(),
     });
     expect(result).toMatchObject({ code: 0, stderr: '' });
-    expect(result.stdout).toMatch(/^orders {2}\[csv, json, ndjson\]/);
+    expect(result.stdout).toMatch(/^orders {2}\[csv, json, ndjson, xlsx\]/);
     expect(existsSync(join(REPO_ROOT, 'data'))).toBe(false);
   });
 
@@ -300,8 +300,8 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     try {
       const result = await run(process.execPath, [CLI, 'datasets'], { cwd: empty, env: cleanEnv() });
       expect(result).toMatchObject({ code: 0, stderr: '' });
-      expect(result.stdout).toContain('orders  [csv, json, ndjson]  params: from?:date to?:date');
-      expect(result.stdout).toContain('customers  [csv, json, ndjson]');
+      expect(result.stdout).toContain('orders  [csv, json, ndjson, xlsx]  params: from?:date to?:date');
+      expect(result.stdout).toContain('customers  [csv, json, ndjson, xlsx]');
       expect(readdirSync(empty)).toEqual([]);
     } finally {
       removeDir(empty);
@@ -324,7 +324,7 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     const result = await cli(['datasets']);
     expect(result.code).toBe(0);
     expect(result.stdout).toBe(
-      'orders  [csv, json, ndjson]  params: from:date\n  Orders\nendless  [csv, json, ndjson]\n',
+      'orders  [csv, json, ndjson, xlsx]  params: from:date\n  Orders\nendless  [csv, json, ndjson, xlsx]\n',
     );
   });
 

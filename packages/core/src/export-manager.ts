@@ -371,7 +371,10 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
   }
 
   #prepare(request: ExportRequest): PreparedExport {
-    return prepare(request, this.#datasets, this.#options.csv);
+    return prepare(request, this.#datasets, this.#options.csv, {
+      xlsx: this.#options.xlsx,
+      parquet: this.#options.parquet,
+    });
   }
 
   #requireJobs(): JobService {

@@ -2,7 +2,10 @@ import type { Limiter } from './admission/limiter.js';
 import type { Semaphore } from './admission/semaphore.js';
 import { checkInteger, checkOptionalInteger } from './checks.js';
 import type { Dataset, DatasetDefinition, defineDataset } from './dataset.js';
-import type { CsvOptions } from './formats/types.js';
+import { ValidationError } from './errors.js';
+import { checkParquetOptions } from './formats/parquet.js';
+import type { CsvOptions, ParquetOptions, XlsxOptions } from './formats/types.js';
+import { checkXlsxOptions } from './formats/xlsx.js';
 import type { ExportStorage } from './jobs/export-storage.js';
 import type { FileJobStore } from './jobs/file-job-store.js';
 import type { JobStore } from './jobs/job-store.js';
@@ -39,6 +42,10 @@ export interface ExportManagerOptions extends ExportTimeLimits {
   batchSize?: number;
   /** Default CSV options of every export. */
   csv?: CsvOptions;
+  /** Options of every XLSX export (checked here, a `TypeError` when wrong). */
+  xlsx?: XlsxOptions;
+  /** Options of every Parquet export, e.g. the row-group size (checked here, a `TypeError` when wrong). */
+  parquet?: ParquetOptions;
   /** Metrics: a prom-client registry and prefix, ready metrics, or `false` for none. @default a private registry */
   metrics?: ExportMetricsOptions | ExportMetrics | false;
   retention?: RetentionOptions;
@@ -72,5 +79,13 @@ export function checkManagerOptions(options: ExportManagerOptions): {
   checkOptionalInteger('retention.maxTotalBytes', retention.maxTotalBytes);
   checkInteger('retention.sweepIntervalMs', retention.sweepIntervalMs ?? 60_000, { min: 1 });
   const maxQueued = checkInteger('maxQueued', options.maxQueued ?? 0);
+  // A wrong default is the server's mistake, not a client's: a TypeError at construction, not a 422 per request.
+  for (const check of [() => checkXlsxOptions(options.xlsx), () => checkParquetOptions(options.parquet)]) {
+    try {
+      check();
+    } catch (error) {
+      throw error instanceof ValidationError ? new TypeError(error.message) : error;
+    }
+  }
   return { batchSize, progressIntervalMs, maxQueued, retention };
 }

@@ -1,10 +1,25 @@
 // An export request on its way in: validated against its dataset and format into a
 // PreparedExport, named, typed, and mapped to and from the job record that stores it.
 import { checkOptionalString } from './checks.js';
-import { type Dataset, findDataset, type Params, resolveColumns, validateParams } from './dataset.js';
+import {
+  type Dataset,
+  findDataset,
+  hasTypedColumns,
+  type Params,
+  resolveColumns,
+  validateParams,
+} from './dataset.js';
 import { describeValue, ValidationError } from './errors.js';
 import { getFormat } from './formats/index.js';
-import type { ColumnSpec, CsvOptions, Format, FormatName, RowEncoder } from './formats/types.js';
+import type {
+  AnyRowEncoder,
+  ColumnSpec,
+  CsvOptions,
+  Format,
+  FormatName,
+  ParquetOptions,
+  XlsxOptions,
+} from './formats/types.js';
 import type { Compression, JobRecord } from './jobs/job.js';
 
 /** What to export. The same shape for streamed exports and jobs. */
@@ -38,6 +53,9 @@ export interface PreparedExport {
   requestCsv: CsvOptions | undefined;
   /** The CSV options in effect: the manager's defaults under the request's. */
   csv: CsvOptions | undefined;
+  /** The manager's XLSX and Parquet options (there are none per request). */
+  xlsx?: XlsxOptions | undefined;
+  parquet?: ParquetOptions | undefined;
   owner: string | undefined;
   filename: string | undefined;
   idempotencyKey: string | undefined;
@@ -55,6 +73,7 @@ export function prepare(
   request: ExportRequest,
   datasets: ReadonlyMap<string, Dataset>,
   csvDefaults: CsvOptions | undefined,
+  formatDefaults: { xlsx?: XlsxOptions | undefined; parquet?: ParquetOptions | undefined } = {},
 ): PreparedExport {
   if (typeof request !== 'object' || request === null) {
     throw new ValidationError(`Expected an export request object, got ${describeValue(request)}`, {
@@ -65,7 +84,7 @@ export function prepare(
   const format = getFormat(request.format);
   if (!dataset.formats.includes(format.name)) {
     throw new ValidationError(
-      `Dataset "${dataset.name}" cannot be exported as ${format.name}; expected one of ${dataset.formats.join(', ')}`,
+      `Dataset "${dataset.name}" cannot be exported as ${format.name}; expected one of ${dataset.formats.join(', ')}${format.name === 'parquet' && !hasTypedColumns(dataset) ? ' (parquet needs typed columns: the dataset declares no type for some of its columns)' : ''}`,
       { field: 'format', code: 'UNKNOWN_FORMAT' },
     );
   }
@@ -78,6 +97,12 @@ export function prepare(
       {
         field: 'compression',
       },
+    );
+  }
+  if (compression === 'gzip' && format.gzip === false) {
+    throw new ValidationError(
+      `Expected compression "none" for ${format.name}: a .${format.extension} file is compressed already, and programs do not open it gzipped; got "gzip"`,
+      { field: 'compression' },
     );
   }
   const owner = checkOptionalString('owner', request.owner, MAX_OWNER_LENGTH);
@@ -96,19 +121,25 @@ export function prepare(
     compression,
     requestCsv: request.csv,
     csv,
+    ...(formatDefaults.xlsx ? { xlsx: formatDefaults.xlsx } : {}),
+    ...(formatDefaults.parquet ? { parquet: formatDefaults.parquet } : {}),
     owner,
     filename,
     idempotencyKey,
   };
-  // Fail on bad CSV options now, not after the slot was taken.
+  // Fail on bad CSV options (and Parquet's untyped columns) now, not after the slot was taken.
   createEncoder(prepared);
   return prepared;
 }
 
-export function createEncoder(prepared: Pick<PreparedExport, 'format' | 'columns' | 'csv'>): RowEncoder {
+export function createEncoder(
+  prepared: Pick<PreparedExport, 'format' | 'columns' | 'csv' | 'xlsx' | 'parquet'>,
+): AnyRowEncoder {
   return prepared.format.createEncoder({
     ...(prepared.columns ? { columns: prepared.columns } : {}),
     ...(prepared.csv ? { csv: prepared.csv } : {}),
+    ...(prepared.xlsx && prepared.format.name === 'xlsx' ? { xlsx: prepared.xlsx } : {}),
+    ...(prepared.parquet && prepared.format.name === 'parquet' ? { parquet: prepared.parquet } : {}),
   });
 }
 

@@ -272,7 +272,7 @@ class CsvEncoder implements RowEncoder {
  * encoder.encode([{ id: 1 }]) + encoder.finish(); // '\uFEFFID\n1\n'
  * ```
  */
-export const csvFormat: Format = {
+export const csvFormat: Format<RowEncoder> = {
   name: 'csv',
   contentType: 'text/csv; charset=utf-8',
   extension: 'csv',

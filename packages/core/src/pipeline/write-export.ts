@@ -5,11 +5,11 @@ import { setImmediate as nextMacrotask } from 'node:timers/promises';
 import { createGzip } from 'node:zlib';
 import type { RowSource } from '../dataset.js';
 import { CancelledError, isExportError, SourceError, WriteError } from '../errors.js';
-import type { RowEncoder } from '../formats/types.js';
+import type { AnyRowEncoder } from '../formats/types.js';
 import { readBatches } from './read-batches.js';
 import { type ExportTimeLimits, TimeLimits } from './time-limits.js';
 
-/** Encoded text is handed to the destination in chunks of about this many characters... */
+/** Encoded output is handed to the destination in chunks of about this many characters (or bytes)... */
 const CHUNK_CHARS = 64 * 1024;
 /**
  * ...or sooner, once this long has passed since the last chunk: rows of a slow source reach
@@ -24,7 +24,8 @@ export interface WriteExportOptions {
    * ends the export, so that a source waiting on I/O stops.
    */
   open: (signal: AbortSignal) => RowSource | Promise<RowSource>;
-  encoder: RowEncoder;
+  /** A text encoder, or a byte encoder for binary files (XLSX, Parquet). */
+  encoder: AnyRowEncoder;
   destination: Writable;
   signal: AbortSignal;
   gzip: boolean;
@@ -84,7 +85,7 @@ export async function writeExport(options: WriteExportOptions): Promise<WriteExp
 
 async function pump(
   options: WriteExportOptions,
-  encoder: RowEncoder,
+  encoder: AnyRowEncoder,
   source: RowSource,
   signal: AbortSignal,
   limits: TimeLimits,
@@ -99,8 +100,8 @@ async function pump(
 
   const gzip = options.gzip ? createGzip() : undefined;
 
-  async function* encode(): AsyncGenerator<string, void, undefined> {
-    let text = '';
+  async function* encode(): AsyncGenerator<string | Uint8Array, void, undefined> {
+    const text = new PendingOutput();
     let lastFlush = performance.now();
     let lingered = false;
     const batches = readBatches(
@@ -125,8 +126,7 @@ async function pump(
           let result = text.length > 0 ? await stalledAfter(pull, FLUSH_AFTER_MS) : await pull;
           if (result === STALLED) {
             // The source is waiting (an upstream, a database, a parser): send what is encoded.
-            yield text;
-            text = '';
+            yield text.take();
             lastFlush = performance.now();
             gzip?.flush();
             result = await pull;
@@ -143,13 +143,12 @@ async function pump(
         if (stopped || signal.aborted) return;
         if (next.done) break;
         const batch = next.value;
-        text += encoder.encode(batch);
+        text.add(encoder.encode(batch));
         pendingRows += batch.length;
         const full = text.length >= CHUNK_CHARS;
         if (full || lingered || performance.now() - lastFlush >= FLUSH_AFTER_MS) {
           lingered = false;
-          yield text;
-          text = '';
+          yield text.take();
           lastFlush = performance.now();
           // gzip holds data back until its window fills; a timed flush pushes it out.
           if (!full) gzip?.flush();
@@ -162,8 +161,8 @@ async function pump(
       // stopped early (abort, destination error).
       await batches.return(undefined);
     }
-    text += encoder.finish();
-    if (text.length > 0) yield text;
+    text.add(encoder.finish());
+    if (text.length > 0) yield text.take();
   }
 
   const meter = new ByteMeter(options.hash ? createHash('sha256') : undefined, (bytes) => {
@@ -191,6 +190,40 @@ async function pump(
   }
   rows += pendingRows;
   return { rows, bytes: meter.bytes, sha256: meter.digest() };
+}
+
+/**
+ * The output encoded since the last chunk: text from a text encoder, or the byte arrays of a
+ * byte encoder (an encoder gives one kind only), with its length in characters or bytes.
+ */
+class PendingOutput {
+  #text = '';
+  #bytes: Uint8Array[] = [];
+  #byteLength = 0;
+
+  get length(): number {
+    return this.#text.length + this.#byteLength;
+  }
+
+  add(output: string | Uint8Array): void {
+    if (typeof output === 'string') this.#text += output;
+    else if (output.length > 0) {
+      this.#bytes.push(output);
+      this.#byteLength += output.length;
+    }
+  }
+
+  take(): string | Uint8Array {
+    if (this.#byteLength === 0) {
+      const text = this.#text;
+      this.#text = '';
+      return text;
+    }
+    const bytes = this.#bytes.length === 1 ? this.#bytes[0]! : Buffer.concat(this.#bytes, this.#byteLength);
+    this.#bytes = [];
+    this.#byteLength = 0;
+    return bytes;
+  }
 }
 
 const STALLED = Symbol('stalled');
