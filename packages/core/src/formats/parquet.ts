@@ -84,13 +84,8 @@ function schemaElement(name: string, type: ColumnType): SchemaElement {
     case 'number':
       return { name, type: 'DOUBLE', repetition_type };
     case 'integer':
-      return {
-        name,
-        type: 'INT64',
-        converted_type: 'INT_64',
-        logical_type: { type: 'INTEGER', bitWidth: 64, isSigned: true },
-        repetition_type,
-      };
+      // A plain INT64 is a signed 64-bit integer; hyparquet-writer's INTEGER annotation is not read by DuckDB.
+      return { name, type: 'INT64', repetition_type };
     case 'boolean':
       return { name, type: 'BOOLEAN', repetition_type };
     case 'date':
