@@ -1,4 +1,5 @@
-import { Zip, ZipDeflate, ZipPassThrough } from 'fflate';
+import { constants, deflateRawSync } from 'node:zlib';
+import { Zip, ZipPassThrough } from 'fflate';
 import { describeValue, ValidationError } from '../errors.js';
 import { checkEncoderOptions, checkRows, inheritedKeys, type Row, stringifyJson } from './encoder-helpers.js';
 import type { ByteRowEncoder, ColumnType, EncoderOptions, Format, XlsxOptions } from './types.js';
@@ -6,9 +7,43 @@ import type { ByteRowEncoder, ColumnType, EncoderOptions, Format, XlsxOptions } 
 /*
  * A streaming XLSX writer: the workbook is a zip of a few small XML parts and one sheet part
  * per 1,048,576 rows. Sheet XML is built row by row with inline strings (no shared-strings
- * table to hold in memory) and pushed through fflate's streaming deflate into its streaming
- * zip, whose output is returned from each `encode()`. Only the current batch is in memory.
+ * table to hold in memory), deflated piece by piece, and laid into fflate's streaming zip,
+ * whose output is returned from each `encode()`. Only the current batch is in memory.
  */
+
+/**
+ * A zip entry deflated by Node's native zlib, synchronously: fflate's own `ZipDeflate` is pure
+ * JavaScript and measured several times the CPU time of zlib at level 1 (docs/benchmarks.md).
+ * Each piece is deflated on its own and ends in a sync flush instead of a final block, so the
+ * pieces join into one deflate stream (as pigz joins its blocks); an empty final block closes
+ * it. fflate computes the CRC and sizes in `push()` and writes the headers.
+ */
+class NativeZipDeflate extends ZipPassThrough {
+  readonly #level: number;
+
+  constructor(filename: string, level: number) {
+    super(filename);
+    this.#level = level;
+    this.compression = 8;
+    // The zip header's deflate option bits, as fflate sets them: fast, normal or maximum.
+    (this as { flag?: number }).flag = level === 1 ? 3 : level < 6 ? 2 : level === 9 ? 1 : 0;
+  }
+
+  protected override process(chunk: Uint8Array<ArrayBuffer>, final: boolean): void {
+    const deflated =
+      chunk.length > 0
+        ? deflateRawSync(chunk, { level: this.#level, finishFlush: constants.Z_SYNC_FLUSH })
+        : undefined;
+    if (!final) {
+      if (deflated !== undefined) this.ondata(null, deflated, false);
+      return;
+    }
+    this.ondata(null, deflated === undefined ? FINAL_BLOCK : Buffer.concat([deflated, FINAL_BLOCK]), true);
+  }
+}
+
+/** An empty final deflate block: fixed Huffman codes, the end-of-block code at once. */
+const FINAL_BLOCK = new Uint8Array([0x03, 0x00]);
 
 /** Excel's rows per sheet, the header row included. */
 export const XLSX_MAX_ROWS_PER_SHEET = 1_048_576;
@@ -163,7 +198,7 @@ class XlsxEncoder implements ByteRowEncoder {
   #inherited: readonly boolean[] | undefined;
   /** `A`, `B`, ... for each column. */
   #letters: readonly string[] = [];
-  #sheet: ZipDeflate | ZipPassThrough | undefined;
+  #sheet: ZipPassThrough | undefined;
   #sheets = 0;
   /** Rows in the current sheet, the header included; the next row's number is one more. */
   #sheetRows = 0;
@@ -262,12 +297,9 @@ class XlsxEncoder implements ByteRowEncoder {
     return Buffer.concat(out);
   }
 
-  #zipEntry(name: string): ZipDeflate | ZipPassThrough {
+  #zipEntry(name: string): ZipPassThrough {
     const level = this.#settings.compressionLevel;
-    const entry =
-      level === 0
-        ? new ZipPassThrough(name)
-        : new ZipDeflate(name, { level: level as 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 });
+    const entry = level === 0 ? new ZipPassThrough(name) : new NativeZipDeflate(name, level);
     this.#zip.add(entry);
     return entry;
   }
