@@ -1,4 +1,4 @@
-import { constants, deflateRawSync } from 'node:zlib';
+import { constants, crc32, deflateRawSync } from 'node:zlib';
 import { Zip, ZipPassThrough } from 'fflate';
 import { describeValue, ValidationError } from '../errors.js';
 import { checkEncoderOptions, checkRows, inheritedKeys, type Row, stringifyJson } from './encoder-helpers.js';
@@ -12,24 +12,38 @@ import type { ByteRowEncoder, ColumnType, EncoderOptions, Format, XlsxOptions } 
  */
 
 /**
- * A zip entry deflated by Node's native zlib, synchronously: fflate's own `ZipDeflate` is pure
- * JavaScript and measured several times the CPU time of zlib at level 1 (docs/benchmarks.md).
+ * A zip entry compressed by Node's native zlib, synchronously: fflate's own `ZipDeflate` and
+ * CRC are pure JavaScript, and took most of the CPU time of an export (docs/benchmarks.md).
  * Each piece is deflated on its own and ends in a sync flush instead of a final block, so the
  * pieces join into one deflate stream (as pigz joins its blocks); an empty final block closes
- * it. fflate computes the CRC and sizes in `push()` and writes the headers.
+ * it. Level 0 stores the pieces as they are. fflate's `Zip` writes the headers, the data
+ * descriptor and the central directory.
  */
-class NativeZipDeflate extends ZipPassThrough {
+class ZlibZipEntry extends ZipPassThrough {
   readonly #level: number;
+  #runningCrc = 0;
 
   constructor(filename: string, level: number) {
     super(filename);
     this.#level = level;
-    this.compression = 8;
+    this.compression = level === 0 ? 0 : 8;
     // The zip header's deflate option bits, as fflate sets them: fast, normal or maximum.
-    (this as { flag?: number }).flag = level === 1 ? 3 : level < 6 ? 2 : level === 9 ? 1 : 0;
+    (this as { flag?: number }).flag =
+      level === 0 ? 0 : level === 1 ? 3 : level < 6 ? 2 : level === 9 ? 1 : 0;
+  }
+
+  override push(chunk: Uint8Array<ArrayBuffer>, final?: boolean): void {
+    this.#runningCrc = crc32(chunk, this.#runningCrc);
+    this.size += chunk.length;
+    if (final) this.crc = this.#runningCrc >>> 0;
+    this.process(chunk, final ?? false);
   }
 
   protected override process(chunk: Uint8Array<ArrayBuffer>, final: boolean): void {
+    if (this.#level === 0) {
+      this.ondata(null, chunk, final);
+      return;
+    }
     const deflated =
       chunk.length > 0
         ? deflateRawSync(chunk, { level: this.#level, finishFlush: constants.Z_SYNC_FLUSH })
@@ -299,7 +313,7 @@ class XlsxEncoder implements ByteRowEncoder {
 
   #zipEntry(name: string): ZipPassThrough {
     const level = this.#settings.compressionLevel;
-    const entry = level === 0 ? new ZipPassThrough(name) : new NativeZipDeflate(name, level);
+    const entry = new ZlibZipEntry(name, level);
     this.#zip.add(entry);
     return entry;
   }
@@ -356,12 +370,13 @@ class XlsxEncoder implements ByteRowEncoder {
     const inherited = this.#inherited;
     const types = this.#types;
     const letters = this.#letters;
-    let xml = `<row r="${number}">`;
+    const n = `${number}`;
+    let xml = `<row r="${n}">`;
     for (let c = 0; c < keys.length; c++) {
       const key = keys[c]!;
       const value = inherited?.[c] && !Object.hasOwn(row, key) ? undefined : row[key];
       if (value === null || value === undefined) continue;
-      xml += this.#cell(`${letters[c]}${number}`, value, types[c], key);
+      xml += this.#cell(letters[c] + n, value, types[c], key);
     }
     return `${xml}</row>`;
   }
