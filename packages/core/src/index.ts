@@ -62,15 +62,26 @@ export {
 // The manager.
 export { ExportManager, type ExportManagerOptions } from './export-manager.js';
 // Formats.
-export { csvFormat, getFormat, jsonFormat, ndjsonFormat } from './formats/index.js';
+export {
+  csvFormat,
+  getFormat,
+  jsonFormat,
+  ndjsonFormat,
+  parquetFormat,
+  xlsxFormat,
+} from './formats/index.js';
 export type {
+  AnyRowEncoder,
+  ByteRowEncoder,
   ColumnSpec,
   ColumnType,
   CsvOptions,
   EncoderOptions,
   Format,
   FormatName,
+  ParquetOptions,
   RowEncoder,
+  XlsxOptions,
 } from './formats/types.js';
 // Types of the HTTP API (the handler itself is on `@spark-export/core/http`).
 export {
