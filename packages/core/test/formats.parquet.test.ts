@@ -3,11 +3,13 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { parquetReadObjects } from 'hyparquet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ValidationError } from '../src/errors.js';
+import { ExportManager } from '../src/export-manager.js';
 import { type ColumnSpec, type EncoderOptions, getFormat, parquetFormat } from '../src/formats/index.js';
 
 type Row = Record<string, unknown>;
@@ -218,5 +220,38 @@ describe('parquet encoder', () => {
       /parquet\.compression to be one of snappy, gzip, zstd, none, got "lz4"/,
     );
     expect(getFormat('parquet')).toBe(parquetFormat);
+  });
+});
+
+describe('parquet through the manager', () => {
+  it("takes the manager's parquet options, and refuses bad ones with a TypeError", async () => {
+    expect(() => new ExportManager({ parquet: { rowGroupSize: 0 } })).toThrow(TypeError);
+    expect(() => new ExportManager({ xlsx: { compressionLevel: 12 } })).toThrow(
+      /xlsx\.compressionLevel to be an integer from 0 to 9, got 12/,
+    );
+    const manager = new ExportManager({
+      parquet: { rowGroupSize: 4, compression: 'gzip' },
+      datasets: { typed: { columns, source: () => rows } },
+    });
+    try {
+      const chunks: Buffer[] = [];
+      const out = new PassThrough();
+      out.on('data', (chunk: Buffer) => chunks.push(chunk));
+      const result = await manager.stream({ dataset: 'typed', format: 'parquet' }, out);
+      expect(result.rows).toBe(10);
+      const bytes = Buffer.concat(chunks);
+      const groups = await query(
+        bytes,
+        (file) =>
+          `SELECT row_group_id, any_value(row_group_num_rows) AS rows, any_value(compression) AS compression FROM parquet_metadata(${file}) GROUP BY row_group_id ORDER BY row_group_id`,
+      );
+      expect(groups.map((group) => [group.rows, group.compression])).toEqual([
+        [4n, 'GZIP'],
+        [4n, 'GZIP'],
+        [2n, 'GZIP'],
+      ]);
+    } finally {
+      await manager.close();
+    }
   });
 });
