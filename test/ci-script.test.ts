@@ -54,6 +54,7 @@ describe('.ci/run', () => {
       ['command -v promtool', 'prometheus'],
       ['command -v redis-server', 'redis-server'],
       ['command -v curl', 'curl'],
+      ['command -v soffice', 'libreoffice-calc-nogui'],
     ] as const) {
       const line = lines[lineOf(new RegExp(probe.replace(/ /g, '\\s+')))];
       expect(line, probe).toMatch(new RegExp(`\\|\\| missing\\+=\\(${pkg}\\)$`));

@@ -155,8 +155,9 @@ const dataset = {
       type: 'array',
       minItems: 1,
       uniqueItems: true,
-      items: { enum: ['csv', 'json', 'ndjson'] },
-      description: 'a non-empty array of distinct formats ("csv", "json", "ndjson")',
+      items: { enum: ['csv', 'json', 'ndjson', 'xlsx', 'parquet'] },
+      description:
+        'a non-empty array of distinct formats ("csv", "json", "ndjson", "xlsx", "parquet"; parquet needs a type on every column)',
     },
     source: {
       type: 'object',

@@ -328,7 +328,8 @@ describe('spark-export CLI (child processes of the built bin)', () => {
       env: cleanEnv(),
     });
     expect(result).toMatchObject({ code: 0, stderr: '' });
-    expect(result.stdout).toMatch(/^orders {2}\[csv, json, ndjson\]/);
+    // The demo's columns are typed, so Parquet is offered too.
+    expect(result.stdout).toMatch(/^orders {2}\[csv, json, ndjson, xlsx, parquet\]/);
     expect(existsSync(join(REPO_ROOT, 'data'))).toBe(false);
   });
 
@@ -337,8 +338,10 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     try {
       const result = await run(process.execPath, [CLI, 'datasets'], { cwd: empty, env: cleanEnv() });
       expect(result).toMatchObject({ code: 0, stderr: '' });
-      expect(result.stdout).toContain('orders  [csv, json, ndjson]  params: from?:date to?:date');
-      expect(result.stdout).toContain('customers  [csv, json, ndjson]');
+      expect(result.stdout).toContain(
+        'orders  [csv, json, ndjson, xlsx, parquet]  params: from?:date to?:date',
+      );
+      expect(result.stdout).toContain('customers  [csv, json, ndjson, xlsx, parquet]');
       expect(readdirSync(empty)).toEqual([]);
     } finally {
       removeDir(empty);

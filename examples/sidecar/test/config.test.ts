@@ -261,8 +261,8 @@ describe('config file', () => {
     ],
     [
       'a bad format list',
-      { datasets: { a: { formats: ['csv', 'xlsx'], source: { type: 'file', path: 'a.ndjson' } } } },
-      'Expected datasets.a.formats[1] to be one of "csv", "json", "ndjson", got "xlsx" (string)',
+      { datasets: { a: { formats: ['csv', 'xml'], source: { type: 'file', path: 'a.ndjson' } } } },
+      'Expected datasets.a.formats[1] to be one of "csv", "json", "ndjson", "xlsx", "parquet", got "xml" (string)',
     ],
     [
       'a negative timeout',

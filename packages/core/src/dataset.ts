@@ -108,7 +108,11 @@ export interface DatasetDefinition<P extends ParamSpecs = ParamSpecs> {
   columns?: readonly ColumnSpec[];
   /** Declared parameters; requests with unknown or invalid params are rejected (422). */
   params?: P;
-  /** Formats this dataset may be exported as. @default every format */
+  /**
+   * Formats this dataset may be exported as. Parquet takes its schema from the column types,
+   * so it needs `columns` with a `type` each. @default every format (Parquet only when every
+   * column has a type)
+   */
   formats?: readonly FormatName[];
   /** Produces the rows. Called once per export with validated params. */
   source(params: InferParams<P>, context: SourceContext): RowSource | Promise<RowSource>;
@@ -240,7 +244,8 @@ export function defineDataset<const P extends ParamSpecs = NoParams>(
       );
     }
   }
-  const formats = definition.formats ?? FORMAT_NAMES;
+  const typed = hasTypedColumns(definition);
+  const formats = definition.formats ?? FORMAT_NAMES.filter((format) => format !== 'parquet' || typed);
   for (const format of formats) {
     if (!FORMAT_NAMES.includes(format)) {
       throw new TypeError(
@@ -248,9 +253,22 @@ export function defineDataset<const P extends ParamSpecs = NoParams>(
       );
     }
   }
+  if (formats.includes('parquet') && !typed) {
+    throw new TypeError(
+      `Dataset "${name}" lists parquet, which needs typed columns: declare columns with a type each (string, number, integer, boolean, date or json)`,
+    );
+  }
   // `source` only ever receives params validated against these specs, so the typed callback is
   // safe to keep as one taking any `Params`.
   return { ...definition, name, formats } as unknown as Dataset;
+}
+
+/** True when the dataset declares columns and each has a `type`: what Parquet's schema needs. */
+export function hasTypedColumns(definition: Pick<DatasetDefinition, 'columns'>): boolean {
+  const { columns } = definition;
+  return (
+    Array.isArray(columns) && columns.length > 0 && columns.every((column) => column?.type !== undefined)
+  );
 }
 
 /**

@@ -418,6 +418,8 @@ export class ExportManager extends EventEmitter<ExportManagerEvents> {
     return prepare(request, this.#datasets, this.#options.csv, {
       timeZone: this.#options.timeZone,
       dateFormat: this.#options.dateFormat,
+      xlsx: this.#options.xlsx,
+      parquet: this.#options.parquet,
     });
   }
 

@@ -72,15 +72,26 @@ export {
   type DateValue,
   timeZoneOffsetMinutes,
 } from './formats/dates.js';
-export { csvFormat, getFormat, jsonFormat, ndjsonFormat } from './formats/index.js';
+export {
+  csvFormat,
+  getFormat,
+  jsonFormat,
+  ndjsonFormat,
+  parquetFormat,
+  xlsxFormat,
+} from './formats/index.js';
 export type {
+  AnyRowEncoder,
+  ByteRowEncoder,
   ColumnSpec,
   ColumnType,
   CsvOptions,
   EncoderOptions,
   Format,
   FormatName,
+  ParquetOptions,
   RowEncoder,
+  XlsxOptions,
 } from './formats/types.js';
 // Types of the HTTP API (the handler itself is on `@spark-export/core/http`).
 export {

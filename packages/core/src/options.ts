@@ -2,9 +2,11 @@ import type { Limiter } from './admission/limiter.js';
 import type { Semaphore } from './admission/semaphore.js';
 import { checkInteger, checkOptionalInteger } from './checks.js';
 import type { Dataset, DatasetDefinition, defineDataset } from './dataset.js';
-import { describeValue } from './errors.js';
+import { describeValue, ValidationError } from './errors.js';
 import { checkDateFormat, type DateFormat, normalizeTimeZone } from './formats/dates.js';
-import type { CsvOptions } from './formats/types.js';
+import { checkParquetOptions } from './formats/parquet.js';
+import type { CsvOptions, ParquetOptions, XlsxOptions } from './formats/types.js';
+import { checkXlsxOptions } from './formats/xlsx.js';
 import type { ExportStorage } from './jobs/export-storage.js';
 import type { FileJobStore } from './jobs/file-job-store.js';
 import type { JobEventFeed } from './jobs/job-events.js';
@@ -62,6 +64,10 @@ export interface ExportManagerOptions extends ExportTimeLimits {
   timeZone?: string;
   /** How exports that do not ask write dates: `'iso'`, `'iso-local'` or `'date'`. @default 'iso' */
   dateFormat?: DateFormat;
+  /** Options of every XLSX export (checked here, a `TypeError` when wrong). */
+  xlsx?: XlsxOptions;
+  /** Options of every Parquet export, e.g. the row-group size (checked here, a `TypeError` when wrong). */
+  parquet?: ParquetOptions;
   /** Metrics: a prom-client registry and prefix, ready metrics, or `false` for none. @default a private registry */
   metrics?: ExportMetricsOptions | ExportMetrics | false;
   retention?: RetentionOptions;
@@ -114,15 +120,18 @@ export function checkManagerOptions(options: ExportManagerOptions): {
   checkOptionalInteger('retention.maxTotalBytes', retention.maxTotalBytes);
   checkInteger('retention.sweepIntervalMs', retention.sweepIntervalMs ?? 60_000, { min: 1 });
   const maxQueued = checkInteger('maxQueued', options.maxQueued ?? 0);
-  // A bad default would fail every export; it is the operator's mistake, told at construction.
+  // A bad default would fail every export; it is the operator's mistake, told at construction
+  // (a TypeError, not a 422 per request).
   for (const check of [
     () => options.timeZone === undefined || normalizeTimeZone(options.timeZone),
     () => options.dateFormat === undefined || checkDateFormat(options.dateFormat),
+    () => checkXlsxOptions(options.xlsx),
+    () => checkParquetOptions(options.parquet),
   ]) {
     try {
       check();
     } catch (error) {
-      throw new TypeError((error as Error).message);
+      throw error instanceof ValidationError ? new TypeError(error.message) : error;
     }
   }
   return { batchSize, progressIntervalMs, maxQueued, retention };

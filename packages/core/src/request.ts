@@ -7,12 +7,27 @@ import {
   compressedContentType,
   compressionExtension,
 } from './compression.js';
-import { type Dataset, findDataset, type Params, resolveColumns, validateParams } from './dataset.js';
+import {
+  type Dataset,
+  findDataset,
+  hasTypedColumns,
+  type Params,
+  resolveColumns,
+  validateParams,
+} from './dataset.js';
 import { describeValue, ValidationError } from './errors.js';
 import { expandCsvPreset } from './formats/csv.js';
 import { checkDateFormat, type DateFormat, normalizeTimeZone } from './formats/dates.js';
 import { getFormat } from './formats/index.js';
-import type { ColumnSpec, CsvOptions, Format, FormatName, RowEncoder } from './formats/types.js';
+import type {
+  AnyRowEncoder,
+  ColumnSpec,
+  CsvOptions,
+  Format,
+  FormatName,
+  ParquetOptions,
+  XlsxOptions,
+} from './formats/types.js';
 import type { JobRecord } from './jobs/job.js';
 
 /** What to export. The same shape for streamed exports and jobs. */
@@ -66,6 +81,9 @@ export interface PreparedExport {
   /** The time zone and date format in effect: the request's, else the manager's defaults. */
   timeZone: string | undefined;
   dateFormat: DateFormat | undefined;
+  /** The manager's XLSX and Parquet options (there are none per request). */
+  xlsx?: XlsxOptions | undefined;
+  parquet?: ParquetOptions | undefined;
   owner: string | undefined;
   filename: string | undefined;
   idempotencyKey: string | undefined;
@@ -85,7 +103,12 @@ export function prepare(
   request: ExportRequest,
   datasets: ReadonlyMap<string, Dataset>,
   csvDefaults: CsvOptions | undefined,
-  dateDefaults: { timeZone?: string | undefined; dateFormat?: DateFormat | undefined } = {},
+  defaults: {
+    timeZone?: string | undefined;
+    dateFormat?: DateFormat | undefined;
+    xlsx?: XlsxOptions | undefined;
+    parquet?: ParquetOptions | undefined;
+  } = {},
 ): PreparedExport {
   if (typeof request !== 'object' || request === null) {
     throw new ValidationError(`Expected an export request object, got ${describeValue(request)}`, {
@@ -96,7 +119,7 @@ export function prepare(
   const format = getFormat(request.format);
   if (!dataset.formats.includes(format.name)) {
     throw new ValidationError(
-      `Dataset "${dataset.name}" cannot be exported as ${format.name}; expected one of ${dataset.formats.join(', ')}`,
+      `Dataset "${dataset.name}" cannot be exported as ${format.name}; expected one of ${dataset.formats.join(', ')}${format.name === 'parquet' && !hasTypedColumns(dataset) ? ' (parquet needs typed columns: the dataset declares no type for some of its columns)' : ''}`,
       { field: 'format', code: 'UNKNOWN_FORMAT' },
     );
   }
@@ -107,6 +130,12 @@ export function prepare(
     request.timeZone === undefined ? undefined : normalizeTimeZone(request.timeZone, 'timeZone');
   const requestDateFormat =
     request.dateFormat === undefined ? undefined : checkDateFormat(request.dateFormat, 'dateFormat');
+  if (compression !== 'none' && format.gzip === false) {
+    throw new ValidationError(
+      `Expected compression "none" for ${format.name}: a .${format.extension} file is compressed already, and programs do not open it compressed again; got ${describeValue(compression)}`,
+      { field: 'compression' },
+    );
+  }
   const owner = checkOptionalString('owner', request.owner, MAX_OWNER_LENGTH);
   const filename = checkOptionalString('filename', request.filename, MAX_FILENAME_LENGTH);
   const idempotencyKey = checkOptionalString(
@@ -134,26 +163,33 @@ export function prepare(
     csv,
     requestTimeZone,
     requestDateFormat,
-    timeZone: requestTimeZone ?? dateDefaults.timeZone,
-    dateFormat: requestDateFormat ?? dateDefaults.dateFormat,
+    timeZone: requestTimeZone ?? defaults.timeZone,
+    dateFormat: requestDateFormat ?? defaults.dateFormat,
+    ...(defaults.xlsx ? { xlsx: defaults.xlsx } : {}),
+    ...(defaults.parquet ? { parquet: defaults.parquet } : {}),
     owner,
     filename,
     idempotencyKey,
     notify,
   };
-  // Fail on bad CSV options now, not after the slot was taken.
+  // Fail on bad CSV options (and Parquet's untyped columns) now, not after the slot was taken.
   createEncoder(prepared);
   return prepared;
 }
 
 export function createEncoder(
-  prepared: Pick<PreparedExport, 'format' | 'columns' | 'csv' | 'timeZone' | 'dateFormat'>,
-): RowEncoder {
+  prepared: Pick<
+    PreparedExport,
+    'format' | 'columns' | 'csv' | 'timeZone' | 'dateFormat' | 'xlsx' | 'parquet'
+  >,
+): AnyRowEncoder {
   return prepared.format.createEncoder({
     ...(prepared.columns ? { columns: prepared.columns } : {}),
     ...(prepared.csv ? { csv: prepared.csv } : {}),
     ...(prepared.timeZone ? { timeZone: prepared.timeZone } : {}),
     ...(prepared.dateFormat ? { dateFormat: prepared.dateFormat } : {}),
+    ...(prepared.xlsx && prepared.format.name === 'xlsx' ? { xlsx: prepared.xlsx } : {}),
+    ...(prepared.parquet && prepared.format.name === 'parquet' ? { parquet: prepared.parquet } : {}),
   });
 }
 

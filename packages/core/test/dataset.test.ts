@@ -41,13 +41,20 @@ function invalidParam(spec: ParamSpec, value: unknown): ValidationError {
 }
 
 describe('defineDataset', () => {
-  it('returns the definition with its name and every format by default', () => {
+  it('returns the definition with its name and every format by default, Parquet only with typed columns', () => {
     const dataset = defineDataset('orders.v2', { description: 'All orders', source });
     expect(dataset).toMatchObject({
       name: 'orders.v2',
       description: 'All orders',
-      formats: ['csv', 'json', 'ndjson'],
+      formats: ['csv', 'json', 'ndjson', 'xlsx'],
     });
+    const partly = defineDataset('orders', {
+      columns: [{ name: 'id', type: 'integer' }, { name: 'note' }],
+      source,
+    });
+    expect(partly.formats).toEqual(['csv', 'json', 'ndjson', 'xlsx']);
+    const typed = defineDataset('orders', { columns: [{ name: 'id', type: 'integer' }], source });
+    expect(typed.formats).toEqual(['csv', 'json', 'ndjson', 'xlsx', 'parquet']);
   });
 
   it('checks a param default against its own type when the dataset is defined', () => {
@@ -128,8 +135,14 @@ describe('defineDataset', () => {
     [
       'an unknown format',
       'orders',
-      { formats: ['csv', 'xlsx' as never], source },
-      'Expected dataset "orders" formats to contain only csv, json, ndjson, got "xlsx" (string)',
+      { formats: ['csv', 'xml' as never], source },
+      'Expected dataset "orders" formats to contain only csv, json, ndjson, xlsx, parquet, got "xml" (string)',
+    ],
+    [
+      'parquet without typed columns',
+      'orders',
+      { formats: ['csv', 'parquet'], columns: [{ name: 'id', type: 'integer' }, { name: 'note' }], source },
+      'Dataset "orders" lists parquet, which needs typed columns: declare columns with a type each (string, number, integer, boolean, date or json)',
     ],
   ])(
     'rejects %s with a TypeError that says what was expected and what was given',

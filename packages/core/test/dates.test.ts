@@ -14,11 +14,12 @@ import {
   type Format,
   jsonFormat,
   ndjsonFormat,
+  type RowEncoder,
 } from '../src/formats/index.js';
 
 type Row = Record<string, unknown>;
 
-function encodeAll(format: Format, rows: Row[], options?: EncoderOptions): string {
+function encodeAll(format: Format<RowEncoder>, rows: Row[], options?: EncoderOptions): string {
   const encoder = format.createEncoder(options);
   return encoder.encode(rows) + encoder.finish();
 }

@@ -762,7 +762,7 @@ describe('stream(): bad requests fail before anything is written', () => {
       { dataset: 'people', format: 'xml' as FormatName, params: { region: 'eu' } },
       ValidationError,
       'UNKNOWN_FORMAT',
-      /Unknown format "xml"; expected one of csv, json, ndjson/,
+      /Unknown format "xml"; expected one of csv, json, ndjson, xlsx, parquet/,
     ],
     [
       'a format the dataset does not offer',

@@ -58,7 +58,7 @@ describe('getFormat', () => {
 
   it('rejects an unknown name with UNKNOWN_FORMAT, 422 and the names it knows', () => {
     const error = captureError(() => getFormat('xml'));
-    expect(error.message).toBe('Unknown format "xml"; expected one of csv, json, ndjson');
+    expect(error.message).toBe('Unknown format "xml"; expected one of csv, json, ndjson, xlsx, parquet');
     expect(error.code).toBe('UNKNOWN_FORMAT');
     expect(error.statusCode).toBe(422);
     expect(error.field).toBe('format');
@@ -66,7 +66,7 @@ describe('getFormat', () => {
 
   it('rejects non-strings and names that only exist on Object.prototype', () => {
     expect(captureError(() => getFormat(5)).message).toBe(
-      'Unknown format 5 (number); expected one of csv, json, ndjson',
+      'Unknown format 5 (number); expected one of csv, json, ndjson, xlsx, parquet',
     );
     expect(captureError(() => getFormat(undefined)).code).toBe('UNKNOWN_FORMAT');
     expect(captureError(() => getFormat('toString')).code).toBe('UNKNOWN_FORMAT');

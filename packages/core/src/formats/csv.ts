@@ -417,7 +417,7 @@ function isDateValue(value: unknown): value is Date | string | number {
  * encoder.encode([{ id: 1 }]) + encoder.finish(); // '\uFEFFID\n1\n'
  * ```
  */
-export const csvFormat: Format = {
+export const csvFormat: Format<RowEncoder> = {
   name: 'csv',
   contentType: 'text/csv; charset=utf-8',
   extension: 'csv',

@@ -234,7 +234,7 @@ const ISO_TEXT =
  * without a time. A time without an offset is read as UTC, never in the server's zone
  * (SQLite's `CURRENT_TIMESTAMP` is such a text, in UTC); `Date.parse` would read it as local.
  */
-function parseIsoText(text: string): number | undefined {
+export function parseIsoText(text: string): number | undefined {
   const match = ISO_TEXT.exec(text);
   if (match === null || match[4] === undefined) return undefined;
   const [, year, month, day, hour, minute, second, fraction, zone] = match;

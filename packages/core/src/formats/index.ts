@@ -2,26 +2,36 @@ import { describeValue, ValidationError } from '../errors.js';
 import { csvFormat } from './csv.js';
 import { jsonFormat } from './json.js';
 import { ndjsonFormat } from './ndjson.js';
+import { parquetFormat } from './parquet.js';
 import { FORMAT_NAMES, type Format, type FormatName } from './types.js';
+import { xlsxFormat } from './xlsx.js';
 
 export { csvFormat } from './csv.js';
 export { jsonFormat } from './json.js';
 export { ndjsonFormat } from './ndjson.js';
+export { parquetFormat } from './parquet.js';
 export type {
+  AnyRowEncoder,
+  ByteRowEncoder,
   ColumnSpec,
   ColumnType,
   CsvOptions,
   EncoderOptions,
   Format,
   FormatName,
+  ParquetOptions,
   RowEncoder,
+  XlsxOptions,
 } from './types.js';
 export { FORMAT_NAMES } from './types.js';
+export { xlsxFormat } from './xlsx.js';
 
 const FORMATS: Readonly<Record<FormatName, Format>> = {
   csv: csvFormat,
   json: jsonFormat,
   ndjson: ndjsonFormat,
+  xlsx: xlsxFormat,
+  parquet: parquetFormat,
 };
 
 /**

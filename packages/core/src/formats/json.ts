@@ -1,5 +1,5 @@
 import { JsonRowsEncoder, type Row } from './encoder-helpers.js';
-import type { Format } from './types.js';
+import type { Format, RowEncoder } from './types.js';
 
 class JsonEncoder extends JsonRowsEncoder {
   protected encodeBatch(rows: readonly Row[]): string {
@@ -25,7 +25,7 @@ class JsonEncoder extends JsonRowsEncoder {
  * encoder.encode([{ id: 1, secret: 'x' }]) + encoder.finish(); // '[{"id":1}]'
  * ```
  */
-export const jsonFormat: Format = {
+export const jsonFormat: Format<RowEncoder> = {
   name: 'json',
   contentType: 'application/json; charset=utf-8',
   extension: 'json',

@@ -1,5 +1,5 @@
 import { JsonRowsEncoder, type Row } from './encoder-helpers.js';
-import type { Format } from './types.js';
+import type { Format, RowEncoder } from './types.js';
 
 class NdjsonEncoder extends JsonRowsEncoder {
   protected encodeBatch(rows: readonly Row[]): string {
@@ -24,7 +24,7 @@ class NdjsonEncoder extends JsonRowsEncoder {
  * ndjsonFormat.createEncoder().encode([{ id: 1 }, { id: 2 }]); // '{"id":1}\n{"id":2}\n'
  * ```
  */
-export const ndjsonFormat: Format = {
+export const ndjsonFormat: Format<RowEncoder> = {
   name: 'ndjson',
   contentType: 'application/x-ndjson; charset=utf-8',
   extension: 'ndjson',

@@ -1,12 +1,15 @@
 import type { DateFormat } from './dates.js';
 
 /** The export formats the library knows. */
-export type FormatName = 'csv' | 'json' | 'ndjson';
+export type FormatName = 'csv' | 'json' | 'ndjson' | 'xlsx' | 'parquet';
 
 /** Every known format, in the order they are advertised. */
-export const FORMAT_NAMES: readonly FormatName[] = ['csv', 'json', 'ndjson'];
+export const FORMAT_NAMES: readonly FormatName[] = ['csv', 'json', 'ndjson', 'xlsx', 'parquet'];
 
-/** How a column's values are meant to be read; informs docs and CSV casting. */
+/**
+ * How a column's values are meant to be read. XLSX writes typed cells from it (numbers, dates,
+ * booleans, text), and Parquet takes its schema from it; the text formats write values as given.
+ */
 export type ColumnType = 'string' | 'number' | 'integer' | 'boolean' | 'date' | 'json';
 
 /** Every column type. A declared type lets the encoders compile a faster path for its values. */
@@ -71,6 +74,29 @@ export interface EncoderOptions {
   timeZone?: string;
   /** How dates are written: `'iso'`, `'iso-local'` or `'date'` (see {@link DateFormat}). @default 'iso' */
   dateFormat?: DateFormat;
+  xlsx?: XlsxOptions;
+  parquet?: ParquetOptions;
+}
+
+export interface XlsxOptions {
+  /** Write a header row of the column labels, frozen at the top of each sheet. @default true */
+  header?: boolean;
+  /** Set the header row in bold. @default true */
+  boldHeader?: boolean;
+  /** The width of every column, in characters. @default 16 */
+  columnWidth?: number;
+  /** The deflate level of the zip container, 0 (stored) to 9. @default 1 */
+  compressionLevel?: number;
+}
+
+export interface ParquetOptions {
+  /**
+   * Rows per row group. A row group is held in memory until it is full, then written out: this
+   * bounds the memory an export takes. @default 50_000
+   */
+  rowGroupSize?: number;
+  /** Page compression. `'zstd'` needs a Node.js whose `zlib` has zstd (22.15+, 23.8+). @default 'snappy' */
+  compression?: 'snappy' | 'gzip' | 'zstd' | 'none';
 }
 
 /**
@@ -78,17 +104,38 @@ export interface EncoderOptions {
  * unit-tested and reused (the stream plumbing lives in `export-stream.ts`).
  */
 export interface RowEncoder {
+  /** Text encoders leave this out; see {@link ByteRowEncoder}. */
+  readonly output?: 'text';
   /** Encodes one batch of rows. The first call also carries any preamble (BOM, header, `[`). */
   encode(rows: readonly Record<string, unknown>[]): string;
   /** The closing text (e.g. `]`, or the header alone for an empty CSV). Call exactly once. */
   finish(): string;
 }
 
-export interface Format {
+/**
+ * An encoder of a binary file (a zip container, Parquet): rows in, bytes out. The same
+ * contract as {@link RowEncoder}, with `Uint8Array` for text. A returned array is the
+ * caller's: the encoder does not write to it again.
+ */
+export interface ByteRowEncoder {
+  readonly output: 'bytes';
+  encode(rows: readonly Record<string, unknown>[]): Uint8Array;
+  finish(): Uint8Array;
+}
+
+/** Either kind of encoder; tell them apart by `output`. */
+export type AnyRowEncoder = RowEncoder | ByteRowEncoder;
+
+export interface Format<Encoder extends AnyRowEncoder = AnyRowEncoder> {
   readonly name: FormatName;
-  /** Full media type including charset, e.g. `text/csv; charset=utf-8`. */
+  /** Full media type, with the charset for text, e.g. `text/csv; charset=utf-8`. */
   readonly contentType: string;
   /** File extension without the dot. */
   readonly extension: string;
-  createEncoder(options?: EncoderOptions): RowEncoder;
+  /**
+   * `false` for files that are compressed already (XLSX is a zip, Parquet compresses its
+   * pages): an export of them with `compression: 'gzip'` is refused. @default true
+   */
+  readonly gzip?: boolean;
+  createEncoder(options?: EncoderOptions): Encoder;
 }

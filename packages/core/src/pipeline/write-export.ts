@@ -4,12 +4,12 @@ import { pipeline } from 'node:stream/promises';
 import { setImmediate as nextMacrotask } from 'node:timers/promises';
 import { type Compression, type Compressor, createCompressor } from '../compression.js';
 import type { RowSource } from '../dataset.js';
-import { CancelledError, describeValue, isExportError, SourceError, WriteError } from '../errors.js';
-import type { RowEncoder } from '../formats/types.js';
+import { CancelledError, isExportError, SourceError, WriteError } from '../errors.js';
+import type { AnyRowEncoder } from '../formats/types.js';
 import { readBatches } from './read-batches.js';
 import { type ExportTimeLimits, TimeLimits } from './time-limits.js';
 
-/** Encoded text is handed to the destination in chunks of about this many characters... */
+/** Encoded output is handed to the destination in chunks of about this many characters (or bytes)... */
 const CHUNK_CHARS = 64 * 1024;
 /**
  * ...or sooner, once this long has passed since the last chunk: rows of a slow source reach
@@ -33,7 +33,8 @@ export interface WriteExportOptions {
    * ends the export, so that a source waiting on I/O stops.
    */
   open: (signal: AbortSignal) => RowSource | Promise<RowSource>;
-  encoder: RowEncoder;
+  /** A text encoder, or a byte encoder for binary files (XLSX, Parquet). */
+  encoder: AnyRowEncoder;
   destination: Writable;
   signal: AbortSignal;
   /** gzip or zstd (at a level) after the encoder, or `'none'`. */
@@ -98,7 +99,7 @@ export async function writeExport(options: WriteExportOptions): Promise<WriteExp
 
 async function pump(
   options: WriteExportOptions,
-  encoder: RowEncoder,
+  encoder: AnyRowEncoder,
   source: RowSource,
   signal: AbortSignal,
   limits: TimeLimits,
@@ -112,8 +113,8 @@ async function pump(
   /** True while a batch is being pulled from the source (also while a stalled pull's text is flushed). */
   let pulling = false;
 
-  async function* encode(): AsyncGenerator<string, void, undefined> {
-    let text = '';
+  async function* encode(): AsyncGenerator<string | Uint8Array, void, undefined> {
+    const text = new PendingOutput();
     let lastFlush = performance.now();
     /** When this export last gave the event loop a turn. */
     let sliceStart = lastFlush;
@@ -141,8 +142,7 @@ async function pump(
           let result = text.length > 0 ? await stalledAfter(pull, FLUSH_AFTER_MS) : await pull;
           if (result === STALLED) {
             // The source is waiting (an upstream, a database, a parser): send what is encoded.
-            yield text;
-            text = '';
+            yield text.take();
             lastFlush = performance.now();
             gzip?.flush();
             result = await pull;
@@ -159,14 +159,13 @@ async function pump(
         if (stopped || signal.aborted) return;
         if (next.done) break;
         const batch = next.value;
-        text += encoder.encode(batch);
+        text.add(encoder.encode(batch));
         pendingRows += batch.length;
         const full = text.length >= CHUNK_CHARS;
         let now = performance.now();
         if (full || lingered || now - lastFlush >= FLUSH_AFTER_MS) {
           lingered = false;
-          yield text;
-          text = '';
+          yield text.take();
           now = performance.now();
           lastFlush = now;
           // gzip holds data back until its window fills; a timed flush pushes it out.
@@ -185,8 +184,8 @@ async function pump(
       // stopped early (abort, destination error).
       await batches.return(undefined);
     }
-    text += encoder.finish();
-    if (text.length > 0) yield text;
+    text.add(encoder.finish());
+    if (text.length > 0) yield text.take();
   }
 
   const meter = new ByteMeter(options.hash ? createHash('sha256') : undefined, (bytes) => {
@@ -214,6 +213,40 @@ async function pump(
   }
   rows += pendingRows;
   return { rows, bytes: meter.bytes, sha256: meter.digest() };
+}
+
+/**
+ * The output encoded since the last chunk: text from a text encoder, or the byte arrays of a
+ * byte encoder (an encoder gives one kind only), with its length in characters or bytes.
+ */
+class PendingOutput {
+  #text = '';
+  #bytes: Uint8Array[] = [];
+  #byteLength = 0;
+
+  get length(): number {
+    return this.#text.length + this.#byteLength;
+  }
+
+  add(output: string | Uint8Array): void {
+    if (typeof output === 'string') this.#text += output;
+    else if (output.length > 0) {
+      this.#bytes.push(output);
+      this.#byteLength += output.length;
+    }
+  }
+
+  take(): string | Uint8Array {
+    if (this.#byteLength === 0) {
+      const text = this.#text;
+      this.#text = '';
+      return text;
+    }
+    const bytes = this.#bytes.length === 1 ? this.#bytes[0]! : Buffer.concat(this.#bytes, this.#byteLength);
+    this.#bytes = [];
+    this.#byteLength = 0;
+    return bytes;
+  }
 }
 
 const STALLED = Symbol('stalled');

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as zlib from 'node:zlib';
 import { createGunzip, gunzipSync } from 'node:zlib';
+import { unzipSync } from 'fflate';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ExportError } from '../../errors.js';
 import { ExportManager, type ExportManagerOptions } from '../../export-manager.js';
@@ -128,7 +129,7 @@ export function describeHttpContract(
             description: 'Rows 0..count-1',
             columns: [
               { name: 'id', type: 'integer' },
-              { name: 'name', label: 'Name' },
+              { name: 'name', label: 'Name', type: 'string' },
             ],
             params: { count: { type: 'integer', min: 0, max: 100_000, default: 10 } },
             *source(params) {
@@ -557,9 +558,9 @@ export function describeHttpContract(
           description: 'Rows 0..count-1',
           columns: [
             { name: 'id', label: 'id', type: 'integer' },
-            { name: 'name', label: 'Name' },
+            { name: 'name', label: 'Name', type: 'string' },
           ],
-          formats: ['csv', 'json', 'ndjson'],
+          formats: ['csv', 'json', 'ndjson', 'xlsx', 'parquet'],
           params: { count: { type: 'integer', required: false, default: 10, min: 0, max: 100_000 } },
         });
         expect(body.datasets[2]).toMatchObject({ columns: null, formats: ['json', 'ndjson'], params: {} });
@@ -746,7 +747,7 @@ export function describeHttpContract(
           422,
           'UNKNOWN_COLUMN',
         );
-        await problem(await postJob(api, { dataset: 'numbers', format: 'xlsx' }), 422, 'UNKNOWN_FORMAT');
+        await problem(await postJob(api, { dataset: 'numbers', format: 'xml' }), 422, 'UNKNOWN_FORMAT');
         await problem(await postJob(api, { dataset: 'owned', format: 'csv' }), 422, 'UNKNOWN_FORMAT');
         const compression = await problem(
           await postJob(api, { dataset: 'numbers', format: 'csv', compression: 'zip' }),
@@ -1406,6 +1407,76 @@ export function describeHttpContract(
           expires: Math.floor(Date.now() / 1000) + 600,
         });
         await problem(await fetch(`${fixture.server.url}${path}`), 403, 'FORBIDDEN');
+      });
+    });
+
+    describe('binary formats: xlsx and parquet', () => {
+      it('streams an XLSX workbook of the rows, with its media type and extension', async () => {
+        const { api } = await setup();
+        const response = await fetch(`${api}/stream/numbers?format=xlsx&count=3&filename=three`);
+        expect(response.status).toBe(200);
+        expect(response.headers.get('content-type')).toBe(
+          'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet',
+        );
+        expect(response.headers.get('content-disposition')).toBe('attachment; filename="three.xlsx"');
+        const files = unzipSync(new Uint8Array(await response.arrayBuffer()));
+        expect(Object.keys(files)).toContain('xl/workbook.xml');
+        const sheet = new TextDecoder().decode(files['xl/worksheets/sheet1.xml']);
+        // The header and three rows: typed numbers, inline strings.
+        expect(sheet).toContain(
+          '<row r="1"><c r="A1" s="1" t="inlineStr"><is><t xml:space="preserve">id</t>',
+        );
+        expect(sheet).toContain(
+          '<row r="4"><c r="A4"><v>2</v></c><c r="B4" t="inlineStr"><is><t xml:space="preserve">row 2</t></is></c></row>',
+        );
+        expect(sheet).not.toContain('<row r="5"');
+      });
+
+      it('writes a Parquet job file, served with its media type and extension', async () => {
+        const fixture = await setup();
+        const job = await finishedJob(fixture, {
+          dataset: 'numbers',
+          format: 'parquet',
+          params: { count: 5 },
+        });
+        const download = await fetch(`${fixture.api}/jobs/${job.id}/download`);
+        expect(download.status).toBe(200);
+        expect(download.headers.get('content-type')).toBe('application/vnd.apache.parquet');
+        expect(download.headers.get('content-disposition')).toMatch(
+          /^attachment; filename="numbers-.*\.parquet"$/,
+        );
+        const bytes = Buffer.from(await download.arrayBuffer());
+        expect(bytes.subarray(0, 4).toString('latin1')).toBe('PAR1');
+        expect(bytes.subarray(-4).toString('latin1')).toBe('PAR1');
+      });
+
+      it('refuses gzip for both with a 422 naming compression, before any slot is taken', async () => {
+        const fixture = await setup();
+        for (const format of ['xlsx', 'parquet']) {
+          const streamed = await problem(
+            await fetch(`${fixture.api}/stream/numbers?format=${format}&compression=gzip`),
+            422,
+            'VALIDATION_FAILED',
+          );
+          expect(streamed.detail).toMatch(new RegExp(`^Expected compression "none" for ${format}`));
+          const job = await problem(
+            await postJob(fixture.api, { dataset: 'numbers', format, compression: 'gzip' }),
+            422,
+            'VALIDATION_FAILED',
+          );
+          expect(job.detail).toBe(streamed.detail);
+        }
+        expect(fixture.manager.inFlight).toBe(0);
+      });
+
+      it('refuses parquet for a dataset without typed columns with a 422 that says so', async () => {
+        const { api } = await setup();
+        const refused = await problem(
+          await fetch(`${api}/stream/blocking?format=parquet`),
+          422,
+          'UNKNOWN_FORMAT',
+        );
+        expect(refused.detail).toMatch(/parquet needs typed columns/);
       });
     });
 
