@@ -38,7 +38,8 @@ describe('bench/peers.mjs', () => {
     expect(bytes('ndjson:spark-no-columns')).toBe(bytes('ndjson:spark'));
     expect(bytes('json:hand-batch')).toBe(bytes('json:spark'));
     expect(bytes('eventloop:hand')).toBe(bytes('eventloop:spark'));
-    expect(results.get('eventloop:spark')!.p99Ms).toBeGreaterThan(0);
+    // A quick run may end before the delay histogram's first 10 ms sample: a number, maybe 0.
+    expect(Number.isFinite(results.get('eventloop:spark')!.p99Ms)).toBe(true);
     for (const target of ['CSV async vs hand-written', 'event-loop p99', 'gzip CSV']) {
       expect(stdout).toMatch(new RegExp(`^${target}.*(PASS|FAIL)$`, 'm'));
     }

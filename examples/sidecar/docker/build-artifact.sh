@@ -33,7 +33,7 @@ fi
 
 # The workspaces the sidecar needs at run time (its dependencies @spark-export/core and
 # @spark-export/fastify). The other workspaces are left out: npm ci --workspace ignores them.
-for pkg in packages/core packages/fastify-plugin examples/sidecar; do
+for pkg in packages/core packages/fastify-plugin packages/bullmq packages/s3 examples/sidecar; do
   if [ ! -f "$src/$pkg/dist/index.js" ] && [ ! -f "$src/$pkg/dist/server.js" ]; then
     echo "build-artifact.sh: $src/$pkg/dist is missing: run npm ci && npm run build in $src first" >&2
     exit 1
@@ -66,7 +66,7 @@ cd "$out/examples/sidecar"
 node -e "
   const Database = require('better-sqlite3');
   new Database(':memory:').prepare('select 1').get();
-  Promise.all([import('@spark-export/core'), import('@spark-export/fastify')]).catch((error) => {
+  Promise.all([import('@spark-export/core'), import('@spark-export/fastify'), import('@spark-export/bullmq'), import('@spark-export/s3')]).catch((error) => {
     console.error(error);
     process.exit(1);
   });

@@ -28,7 +28,7 @@ interface OptionHelp {
  * works without being listed.
  */
 const EXPORT_OPTIONS = {
-  format: { type: 'string', value: 'csv|json|ndjson', help: ['output format (default csv)'] },
+  format: { type: 'string', value: 'csv|json|ndjson|xlsx|parquet', help: ['output format (default csv)'] },
   out: {
     type: 'string',
     short: 'o',

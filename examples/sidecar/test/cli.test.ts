@@ -256,7 +256,7 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     const help = await cli(['--help']);
     expect(help.code).toBe(0);
     for (const flag of [
-      '    --format csv|json|ndjson',
+      '    --format csv|json|ndjson|xlsx|parquet',
       '-o, --out <file>',
       '-p, --param name=value',
       '    --columns a,b,c',
@@ -364,7 +364,7 @@ describe('spark-export CLI (child processes of the built bin)', () => {
     const result = await cli(['datasets']);
     expect(result.code).toBe(0);
     expect(result.stdout).toBe(
-      'orders  [csv, json, ndjson]  params: from:date\n  Orders\nendless  [csv, json, ndjson]\nstamps  [csv, json, ndjson]\n',
+      'orders  [csv, json, ndjson, xlsx]  params: from:date\n  Orders\nendless  [csv, json, ndjson, xlsx]\nstamps  [csv, json, ndjson, xlsx, parquet]\n',
     );
   });
 

@@ -15,7 +15,13 @@ import { freePort, pollUntil, postJob } from './programs.js';
 const REPO_ROOT = join(SIDECAR_DIR, '..', '..');
 const DOCKERFILE = readFileSync(join(SIDECAR_DIR, 'Dockerfile'), 'utf8');
 /** The workspaces whose dist/ the runtime stage ships. */
-const RUNTIME_WORKSPACES = ['packages/core', 'packages/fastify-plugin', 'examples/sidecar'];
+const RUNTIME_WORKSPACES = [
+  'packages/core',
+  'packages/fastify-plugin',
+  'packages/bullmq',
+  'packages/s3',
+  'examples/sidecar',
+];
 
 interface Instruction {
   keyword: string;
@@ -179,7 +185,7 @@ describe('the image contents, built and started without Docker', () => {
       'package.json',
       'packages',
     ]);
-    expect(readdirSync(join(out, 'packages')).sort()).toEqual(['core', 'fastify-plugin']);
+    expect(readdirSync(join(out, 'packages')).sort()).toEqual(['bullmq', 'core', 'fastify-plugin', 's3']);
     for (const workspace of RUNTIME_WORKSPACES) {
       // node_modules only where npm nests a second version of a dependency.
       const entries = readdirSync(join(out, workspace)).filter((entry) => entry !== 'node_modules');
@@ -201,6 +207,8 @@ describe('the image contents, built and started without Docker', () => {
     for (const [name, workspace] of [
       ['core', 'packages/core'],
       ['fastify', 'packages/fastify-plugin'],
+      ['bullmq', 'packages/bullmq'],
+      ['s3', 'packages/s3'],
     ] as const) {
       const link = join(out, 'node_modules', '@spark-export', name);
       expect(lstatSync(link).isSymbolicLink()).toBe(true);

@@ -164,9 +164,16 @@ export class S3ExportStorage implements ExportStorage {
     }
   }
 
-  async createWrite(jobId: string, file: { extension: string; contentType: string }): Promise<StorageWrite> {
+  async createWrite(
+    jobId: string,
+    file: { extension: string; contentType: string; replace?: boolean },
+  ): Promise<StorageWrite> {
     if (!isJobId(jobId)) throw new TypeError(`Expected a job id, got ${describeValue(jobId)}`);
     const name = checkFileName(`${jobId}.${file.extension}`);
+    // A re-run (or the give-up) of a job whose process died: the dead run's multipart upload
+    // and temporary object go now, not at the next start-up's orphan pass, which a job backend
+    // shared by replicas never runs.
+    if (file.replace) await this.#discardPartials(`${this.prefix}${PARTIAL}${name}.`);
     // A random suffix keeps two writes of one job (a re-run while a stale process still
     // uploads) from ever sharing a temporary key.
     const partialKey = `${this.prefix}${PARTIAL}${name}.${randomBytes(6).toString('hex')}`;
@@ -234,6 +241,27 @@ export class S3ExportStorage implements ExportStorage {
 
   async remove(name: string): Promise<void> {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.keyOf(name) }));
+  }
+
+  /** Aborts the uploads and deletes the temporary objects under `keyPrefix` that no write of this process owns. */
+  async #discardPartials(keyPrefix: string): Promise<void> {
+    const uploads: { key: string; uploadId: string }[] = [];
+    for await (const upload of listUploads(this.client, this.bucket, keyPrefix)) {
+      if (!this.#active.has(upload.key)) uploads.push(upload);
+    }
+    for (const { key, uploadId } of uploads) {
+      await this.client
+        .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }))
+        .catch((error: unknown) => {
+          if (!isNotFound(error)) throw error;
+        });
+    }
+    const objects: string[] = [];
+    for await (const key of listKeys(this.client, this.bucket, keyPrefix)) {
+      if (!this.#active.has(key)) objects.push(key);
+    }
+    for (const key of objects)
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
   }
 
   /**

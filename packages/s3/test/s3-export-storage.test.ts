@@ -289,6 +289,35 @@ describe('S3ExportStorage reads', () => {
   });
 });
 
+describe('S3ExportStorage re-runs', () => {
+  it("aborts a dead run's upload and temporary object of the same job on a write with replace, and only those", async () => {
+    const storage = makeStorage();
+    const { client, bucket } = s3();
+    const id = jobId();
+    const other = jobId();
+    await leaveCrashedUpload(storage, id);
+    await leaveCrashedUpload(storage, other);
+    await client.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: `${storage.prefix}.partial/${id}.csv.fedcba987654`,
+        Body: 'x',
+      }),
+    );
+
+    const write = await storage.createWrite(id, { extension: 'csv', contentType: 'text/csv', replace: true });
+    const open = (await s3().openUploads()).map((upload) => upload.key);
+    expect(open).toEqual([`${storage.prefix}.partial/${other}.csv.0123456789ab`]);
+    expect((await keys(storage)).filter((key) => key.includes(id))).toEqual([]);
+
+    // The new write is untouched by it and publishes as usual.
+    const data = content(1000);
+    await writeAll(write, data);
+    await write.commit({ bytes: data.length, sha256: sha256(data), contentType: 'text/csv' });
+    expect((await storage.stat(`${id}.csv`))?.bytes).toBe(data.length);
+  });
+});
+
 describe('S3ExportStorage.removeOrphans', () => {
   it('removes unclaimed files, temporary objects and stale uploads, and nothing else', async () => {
     const storage = makeStorage();
