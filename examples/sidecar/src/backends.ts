@@ -200,34 +200,40 @@ export async function createBackends(
         prefix: redisPrefix,
         onWarning: (message, cause) => logger.warn({ event: 'store:warning', err: cause }, message),
       });
-      // Jobs are BullMQ jobs: any replica's worker runs a stored job (taking its slot from the
-      // same limiter), a job whose replica died is taken over, a cancel reaches the replica that
-      // runs it, one retention sweep runs for the cluster. BullMQ's connections must queue
-      // commands while Redis is away and retry forever (its blocking reads), unlike the
-      // limiter's fail-fast one: they get a client of their own (the queue and the feed
-      // duplicate it with `maxRetriesPerRequest: null`).
-      const bullRedis = new Redis(redisUrl, { maxRetriesPerRequest: null, connectTimeout: connectTimeoutMs });
-      bullRedis.on('error', () => {});
-      const bullErrors = rateLimitedLog(logger, 'jobs:error', 'the BullMQ job queue failed a Redis call');
-      jobQueue = new BullJobQueue({
-        redis: bullRedis,
-        concurrency: settings.maxConcurrent,
-        prefix: redisPrefix,
-        onError: bullErrors,
-      });
-      const feed = new BullJobEventFeed({
-        redis: bullRedis,
-        store,
-        prefix: redisPrefix,
-        onError: bullErrors,
-      });
-      events = feed;
+      let bullRedis: Redis | undefined;
+      let feed: BullJobEventFeed | undefined;
+      if (settings.jobQueue === 'bullmq') {
+        // Jobs are BullMQ jobs: any replica's worker runs a stored job (taking its slot from the
+        // same limiter), a job whose replica died is taken over, a cancel reaches the replica that
+        // runs it, one retention sweep runs for the cluster. BullMQ's connections must queue
+        // commands while Redis is away and retry forever (its blocking reads), unlike the
+        // limiter's fail-fast one: they get a client of their own (the queue and the feed
+        // duplicate it with `maxRetriesPerRequest: null`).
+        bullRedis = new Redis(redisUrl, { maxRetriesPerRequest: null, connectTimeout: connectTimeoutMs });
+        bullRedis.on('error', () => {});
+        const bullErrors = rateLimitedLog(logger, 'jobs:error', 'the BullMQ job queue failed a Redis call');
+        jobQueue = new BullJobQueue({
+          redis: bullRedis,
+          concurrency: settings.maxConcurrent,
+          prefix: redisPrefix,
+          onError: bullErrors,
+        });
+        feed = new BullJobEventFeed({
+          redis: bullRedis,
+          store,
+          prefix: redisPrefix,
+          onError: bullErrors,
+        });
+        events = feed;
+      }
       const heldLimiter = limiter;
+      const heldBull = bullRedis;
+      const heldFeed = feed;
       closers.push(async () => {
         // After manager.close() (which closed the queue): the feed, then the limiter's last releases.
-        await feed.close().catch(() => {});
+        await heldFeed?.close().catch(() => {});
         await Promise.race([heldLimiter.drained(), delay(5_000)]);
-        await bullRedis.quit().catch(() => bullRedis.disconnect());
+        await heldBull?.quit().catch(() => heldBull.disconnect());
         await connection.quit().catch(() => connection.disconnect());
       });
     } else {

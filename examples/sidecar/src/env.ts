@@ -67,6 +67,12 @@ export interface SidecarSettings {
    * @default undefined (the limit and the jobs are this process's own)
    */
   redisUrl: string | undefined;
+  /**
+   * `EXPORT_JOB_QUEUE`: `bullmq` runs jobs as BullMQ jobs on the Redis of `EXPORT_REDIS_URL`
+   * (any replica runs any job, takes over a dead replica's, cancels across replicas); `local`
+   * runs each job in the process that accepted it. @default 'local'
+   */
+  jobQueue: 'local' | 'bullmq';
   /** `EXPORT_S3_BUCKET`: keep job files in this bucket. @default undefined (in `EXPORT_DIR`) */
   s3Bucket: string | undefined;
   /** `EXPORT_S3_ENDPOINT`: an S3-compatible store's URL. @default undefined (AWS) */
@@ -253,6 +259,13 @@ export const ENV_VARIABLES: readonly EnvVariable[] = [
       "IANA time zone (`Europe/Berlin`) of dates in exports that ask for none; a request's `timeZone` wins (docs/formats.md)",
   },
   {
+    name: 'EXPORT_JOB_QUEUE',
+    setting: 'jobQueue',
+    default: '`local`',
+    meaning:
+      '`bullmq`: with `EXPORT_REDIS_URL`, jobs are BullMQ jobs that any replica runs, taken over when a replica dies, cancelled across replicas (docs/scaling.md); `local`: each job runs where it was accepted',
+  },
+  {
     name: 'EXPORT_REDIS_URL',
     setting: 'redisUrl',
     default: 'none',
@@ -410,6 +423,11 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     );
   }
 
+  const jobQueueText = get('EXPORT_JOB_QUEUE') ?? 'local';
+  if (jobQueueText !== 'local' && jobQueueText !== 'bullmq') {
+    problems.push(`Expected EXPORT_JOB_QUEUE to be "local" or "bullmq", got ${describeValue(jobQueueText)}`);
+  }
+  const jobQueue: 'local' | 'bullmq' = jobQueueText === 'bullmq' ? 'bullmq' : 'local';
   const redisUrl = get('EXPORT_REDIS_URL');
   if (redisUrl !== undefined && !isRedisUrl(redisUrl)) {
     problems.push(
@@ -472,6 +490,7 @@ export function parseEnv(env: NodeJS.ProcessEnv, cwd: string = process.cwd()): S
     ui: uiText === 'true' || uiText === '1',
     timeZone,
     redisUrl,
+    jobQueue,
     s3Bucket,
     s3Endpoint,
     s3Region,

@@ -309,6 +309,8 @@ export async function startCluster(options: {
   limit: number;
   rows: number;
   held?: Parameters<typeof startHeldUpstream>[0];
+  /** `EXPORT_JOB_QUEUE` of every replica. @default 'local' */
+  jobQueue?: 'local' | 'bullmq';
 }): Promise<Cluster> {
   requireBuild();
   const dir = tempDir('spark-cluster-');
@@ -336,6 +338,7 @@ export async function startCluster(options: {
       EXPORT_CONFIG: join(dir, 'spark-export.config.json'),
       EXPORT_MAX_CONCURRENT: String(options.limit),
       EXPORT_REDIS_URL: redis.url,
+      EXPORT_JOB_QUEUE: options.jobQueue ?? 'local',
       EXPORT_S3_BUCKET: s3.bucket,
       EXPORT_S3_ENDPOINT: s3.endpoint,
       EXPORT_S3_PREFIX: prefix,

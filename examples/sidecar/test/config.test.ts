@@ -50,6 +50,7 @@ describe('environment', () => {
       webhookBackoffMs: 5_000,
       timeZone: 'UTC',
       redisUrl: undefined,
+      jobQueue: 'local',
       s3Bucket: undefined,
       s3Endpoint: undefined,
       s3Region: undefined,

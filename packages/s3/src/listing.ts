@@ -12,7 +12,7 @@ export async function* listUploads(
   client: S3Client,
   bucket: string,
   prefix: string,
-): AsyncGenerator<{ key: string; uploadId: string }> {
+): AsyncGenerator<{ key: string; uploadId: string; initiated: Date | undefined }> {
   let keyMarker: string | undefined;
   let uploadIdMarker: string | undefined;
   for (;;) {
@@ -26,7 +26,7 @@ export async function* listUploads(
     );
     for (const upload of page.Uploads ?? []) {
       if (upload.Key !== undefined && upload.UploadId !== undefined) {
-        yield { key: upload.Key, uploadId: upload.UploadId };
+        yield { key: upload.Key, uploadId: upload.UploadId, initiated: upload.Initiated };
       }
     }
     if (!page.IsTruncated) return;

@@ -69,6 +69,14 @@ export interface S3ExportStorageOptions {
    * @default 5 GiB (S3's CopyObject limit)
    */
   multipartCopyThreshold?: number;
+  /**
+   * A write with `replace` (a job run again after its process died) aborts that job's multipart
+   * uploads begun at least this long ago. A dead run's upload is older than the job backend's
+   * lock (30 s for `BullJobQueue`), while an upload younger than this may belong to a run that
+   * is still ending on its own (it aborts its upload itself). Keep it below the lock duration.
+   * @default 20_000
+   */
+  staleUploadMs?: number;
 }
 
 /**
@@ -93,6 +101,7 @@ export class S3ExportStorage implements ExportStorage {
   readonly prefix: string;
   readonly #partSize: number;
   readonly #queueSize: number;
+  readonly #staleUploadMs: number;
   readonly #presign: { expiresInSeconds: number | undefined } | undefined;
   readonly #multipartCopyThreshold: number;
   /** Keys of uploads in flight in this process. */
@@ -119,6 +128,7 @@ export class S3ExportStorage implements ExportStorage {
     this.prefix = prefix;
     this.#partSize = checkInteger('partSize', options.partSize, 8 * MiB, MIN_PART_SIZE, MAX_PART_SIZE);
     this.#queueSize = checkInteger('queueSize', options.queueSize, 2, 1, 64);
+    this.#staleUploadMs = checkInteger('staleUploadMs', options.staleUploadMs, 20_000, 0, 24 * 3_600_000);
     this.#multipartCopyThreshold = checkInteger(
       'multipartCopyThreshold',
       options.multipartCopyThreshold,
@@ -171,9 +181,9 @@ export class S3ExportStorage implements ExportStorage {
     if (!isJobId(jobId)) throw new TypeError(`Expected a job id, got ${describeValue(jobId)}`);
     const name = checkFileName(`${jobId}.${file.extension}`);
     // A re-run (or the give-up) of a job whose process died: the dead run's multipart upload
-    // and temporary object go now, not at the next start-up's orphan pass, which a job backend
-    // shared by replicas never runs.
-    if (file.replace) await this.#discardPartials(`${this.prefix}${PARTIAL}${name}.`);
+    // goes now, not at the next start-up's orphan pass, which a job backend shared by replicas
+    // never runs.
+    if (file.replace) await this.#discardStaleUploads(`${this.prefix}${PARTIAL}${name}.`);
     // A random suffix keeps two writes of one job (a re-run while a stale process still
     // uploads) from ever sharing a temporary key.
     const partialKey = `${this.prefix}${PARTIAL}${name}.${randomBytes(6).toString('hex')}`;
@@ -243,11 +253,17 @@ export class S3ExportStorage implements ExportStorage {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.keyOf(name) }));
   }
 
-  /** Aborts the uploads and deletes the temporary objects under `keyPrefix` that no write of this process owns. */
-  async #discardPartials(keyPrefix: string): Promise<void> {
+  /**
+   * Aborts the multipart uploads under `keyPrefix` that no write of this process owns and that
+   * began at least `staleUploadMs` ago. Temporary objects are left to retention and the
+   * bucket's lifecycle rule: one may be the source of another process's publishing copy.
+   */
+  async #discardStaleUploads(keyPrefix: string): Promise<void> {
+    const before = Date.now() - this.#staleUploadMs;
     const uploads: { key: string; uploadId: string }[] = [];
     for await (const upload of listUploads(this.client, this.bucket, keyPrefix)) {
-      if (!this.#active.has(upload.key)) uploads.push(upload);
+      const initiated = upload.initiated?.getTime() ?? 0;
+      if (!this.#active.has(upload.key) && initiated <= before) uploads.push(upload);
     }
     for (const { key, uploadId } of uploads) {
       await this.client
@@ -256,12 +272,6 @@ export class S3ExportStorage implements ExportStorage {
           if (!isNotFound(error)) throw error;
         });
     }
-    const objects: string[] = [];
-    for await (const key of listKeys(this.client, this.bucket, keyPrefix)) {
-      if (!this.#active.has(key)) objects.push(key);
-    }
-    for (const key of objects)
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
   }
 
   /**

@@ -290,25 +290,27 @@ describe('S3ExportStorage reads', () => {
 });
 
 describe('S3ExportStorage re-runs', () => {
-  it("aborts a dead run's upload and temporary object of the same job on a write with replace, and only those", async () => {
-    const storage = makeStorage();
-    const { client, bucket } = s3();
+  it("aborts a dead run's upload of the same job on a write with replace, and only stale ones of that job", async () => {
     const id = jobId();
     const other = jobId();
+    const storage = makeStorage({ staleUploadMs: 0 });
+    // Uploads begun "now": too young for the default staleUploadMs, old enough for 0.
     await leaveCrashedUpload(storage, id);
     await leaveCrashedUpload(storage, other);
-    await client.send(
-      new PutObjectCommand({
-        Bucket: bucket,
-        Key: `${storage.prefix}.partial/${id}.csv.fedcba987654`,
-        Body: 'x',
-      }),
-    );
+    const ofJob = async () => (await s3().openUploads()).filter((upload) => upload.key.includes(id));
+    const young = await makeStorage({ prefix: storage.prefix }).createWrite(id, {
+      extension: 'csv',
+      contentType: 'text/csv',
+      replace: true,
+    });
+    expect(await ofJob()).toHaveLength(1);
+    await young.abort();
 
     const write = await storage.createWrite(id, { extension: 'csv', contentType: 'text/csv', replace: true });
-    const open = (await s3().openUploads()).map((upload) => upload.key);
-    expect(open).toEqual([`${storage.prefix}.partial/${other}.csv.0123456789ab`]);
-    expect((await keys(storage)).filter((key) => key.includes(id))).toEqual([]);
+    expect(await ofJob()).toEqual([]);
+    expect((await s3().openUploads()).map((upload) => upload.key)).toContain(
+      `${storage.prefix}.partial/${other}.csv.0123456789ab`,
+    );
 
     // The new write is untouched by it and publishes as usual.
     const data = content(1000);
